@@ -1,0 +1,410 @@
+"""Analysis configurations: YAML files validated into typed, frozen dataclasses.
+
+A configuration is data. :func:`load_config` reads one of the YAML files shipped in ``analysis/configs`` (by name)
+or any YAML file (by path) with :func:`yaml.safe_load`, and checks it completely before any work starts: an
+unknown key, a value of the wrong type or an impossible value raises :class:`ConfigError` with one message that
+names the offending key, e.g. ``config 'quickstart': detector.jet.constant: must be >= 0, got -0.1``.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """An analysis configuration is invalid; the message names the key."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _positive(name: str, value: float, strict: bool = True) -> None:
+    if strict:
+        _check(value > 0, f"{name}: must be > 0, got {value}")
+    else:
+        _check(value >= 0, f"{name}: must be >= 0, got {value}")
+
+
+def _fraction(name: str, value: float) -> None:
+    _check(0.0 <= value <= 1.0, f"{name}: must lie in [0, 1], got {value}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resonance:
+    """Pole mass and total width of a resonance, in GeV."""
+
+    mass: float
+    width: float
+
+    def validate(self, path: str) -> None:
+        _positive(f"{path}.mass", self.mass)
+        _positive(f"{path}.width", self.width)
+
+
+@dataclass(frozen=True)
+class PhysicsConfig:
+    """Masses and widths (PDG 2024 for SM particles; the HIGGS-benchmark values for the heavy Higgs bosons)."""
+
+    top: Resonance = Resonance(172.5, 1.4)
+    w: Resonance = Resonance(80.38, 2.09)
+    heavy_higgs: Resonance = Resonance(425.0, 5.0)
+    charged_higgs: Resonance = Resonance(325.0, 2.0)
+    higgs: Resonance = Resonance(125.0, 0.004)
+    b_mass: float = 4.8
+    c_mass: float = 1.5
+    # longitudinal, left- and right-handed W helicity fractions in top decays (NNLO QCD: 0.687, 0.311, 0.0017)
+    w_helicity: tuple[float, float, float] = (0.687, 0.311, 0.002)
+    # ttbar invariant-mass spectrum: m_tt = m_t1 + m_t2 + X, X ~ Gamma(shape, scale)
+    mtt_gamma_shape: float = 1.8
+    mtt_gamma_scale: float = 85.0
+    # rapidity spread of the hard system and initial-state radiation
+    rapidity_sigma: float = 0.9
+    isr_mean_partons: float = 1.5
+    isr_max_partons: int = 3
+    isr_pt_min: float = 15.0
+    isr_pt_power: float = 3.5
+
+    def validate(self, path: str) -> None:
+        for name in ("top", "w", "heavy_higgs", "charged_higgs", "higgs"):
+            getattr(self, name).validate(f"{path}.{name}")
+        _positive(f"{path}.b_mass", self.b_mass)
+        _positive(f"{path}.c_mass", self.c_mass)
+        _check(len(self.w_helicity) == 3, f"{path}.w_helicity: needs three fractions (F0, FL, FR)")
+        for v in self.w_helicity:
+            _fraction(f"{path}.w_helicity", v)
+        _check(abs(sum(self.w_helicity) - 1.0) < 1e-3, f"{path}.w_helicity: fractions must sum to 1, got "
+               f"{sum(self.w_helicity)}")
+        _check(self.top.mass > self.w.mass + self.b_mass + 10 * self.w.width,
+               f"{path}.top.mass: must exceed m_W + m_b with room for the W width")
+        _check(self.heavy_higgs.mass > self.charged_higgs.mass + self.w.mass,
+               f"{path}.heavy_higgs.mass: must exceed m_H+ + m_W for H0 -> W H+ to be open")
+        _check(self.charged_higgs.mass > self.higgs.mass + self.w.mass,
+               f"{path}.charged_higgs.mass: must exceed m_h + m_W for H+ -> W h to be open")
+        _positive(f"{path}.mtt_gamma_shape", self.mtt_gamma_shape)
+        _positive(f"{path}.mtt_gamma_scale", self.mtt_gamma_scale)
+        _positive(f"{path}.rapidity_sigma", self.rapidity_sigma)
+        _positive(f"{path}.isr_mean_partons", self.isr_mean_partons, strict=False)
+        _check(0 <= self.isr_max_partons <= 6, f"{path}.isr_max_partons: must lie in [0, 6], got "
+               f"{self.isr_max_partons}")
+        _positive(f"{path}.isr_pt_min", self.isr_pt_min)
+        _check(self.isr_pt_power > 1.0, f"{path}.isr_pt_power: must be > 1, got {self.isr_pt_power}")
+
+
+@dataclass(frozen=True)
+class JetResponse:
+    """Jet reconstruction: sigma(pT)/pT = sqrt((noise/pT)^2 + stochastic^2/pT + constant^2)."""
+
+    noise: float = 3.0
+    stochastic: float = 1.0
+    constant: float = 0.05
+    angular: float = 0.01
+    merge_dr: float = 0.4
+    min_pt: float = 15.0
+    max_eta: float = 4.7
+    # jet mass from showering: m_jet^2 = m_parton^2 + (shower_mass_fraction * pT)^2
+    shower_mass_fraction: float = 0.12
+
+    def validate(self, path: str) -> None:
+        for name in ("noise", "stochastic", "constant", "angular", "shower_mass_fraction"):
+            _positive(f"{path}.{name}", getattr(self, name), strict=False)
+        _positive(f"{path}.merge_dr", self.merge_dr)
+        _positive(f"{path}.min_pt", self.min_pt)
+        _positive(f"{path}.max_eta", self.max_eta)
+
+
+@dataclass(frozen=True)
+class BTagConfig:
+    """DeepJet-like b-tag score; efficiencies are those at the ``medium`` working point, per hadron flavour."""
+
+    working_points: Mapping[str, float] = field(
+        default_factory=lambda: {"loose": 0.0490, "medium": 0.2783, "tight": 0.7100})
+    efficiency_b: float = 0.75
+    efficiency_c: float = 0.17
+    efficiency_light: float = 0.012
+
+    def validate(self, path: str) -> None:
+        _check("medium" in self.working_points, f"{path}.working_points: needs a 'medium' entry")
+        for name, wp in self.working_points.items():
+            _check(0.0 < wp < 1.0, f"{path}.working_points.{name}: must lie in (0, 1), got {wp}")
+        for name in ("efficiency_b", "efficiency_c", "efficiency_light"):
+            _check(0.0 < getattr(self, name) < 1.0, f"{path}.{name}: must lie in (0, 1), got {getattr(self, name)}")
+        _check(self.efficiency_b > self.efficiency_c > self.efficiency_light,
+               f"{path}: efficiencies must be ordered b > c > light")
+
+
+@dataclass(frozen=True)
+class LeptonResponse:
+    """Reconstruction of one lepton flavour."""
+
+    efficiency: float = 0.9
+    resolution: float = 0.02
+    min_pt: float = 5.0
+    max_eta: float = 2.5
+
+    def validate(self, path: str) -> None:
+        _fraction(f"{path}.efficiency", self.efficiency)
+        _positive(f"{path}.resolution", self.resolution, strict=False)
+        _positive(f"{path}.min_pt", self.min_pt)
+        _positive(f"{path}.max_eta", self.max_eta)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    jet: JetResponse = JetResponse()
+    btag: BTagConfig = BTagConfig()
+    electron: LeptonResponse = LeptonResponse(efficiency=0.85, resolution=0.02, max_eta=2.5)
+    muon: LeptonResponse = LeptonResponse(efficiency=0.95, resolution=0.015, max_eta=2.4)
+    # semileptonic b decays: b -> l nu X; the neutrino leaves the jet, the lepton stays inside it (non-isolated)
+    b_semileptonic_fraction: float = 0.21
+    # soft (unclustered) activity: response and resolution per component, sigma = a + b * sqrt(sum soft pT)
+    unclustered_response: float = 0.7
+    unclustered_resolution_const: float = 8.0
+    unclustered_resolution_sqrt: float = 0.6
+
+    def validate(self, path: str) -> None:
+        self.jet.validate(f"{path}.jet")
+        self.btag.validate(f"{path}.btag")
+        self.electron.validate(f"{path}.electron")
+        self.muon.validate(f"{path}.muon")
+        _fraction(f"{path}.b_semileptonic_fraction", self.b_semileptonic_fraction)
+        _fraction(f"{path}.unclustered_response", self.unclustered_response)
+        _positive(f"{path}.unclustered_resolution_const", self.unclustered_resolution_const, strict=False)
+        _positive(f"{path}.unclustered_resolution_sqrt", self.unclustered_resolution_sqrt, strict=False)
+
+
+SOURCES = ("generator", "nanoaod", "higgs_csv")
+PROCESSES = ("ttbar", "heavy_higgs")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """One sample. ``source`` says where its events come from:
+
+    - ``generator``: the embedded generator (``process``, ``n_files`` x ``events_per_file`` events);
+    - ``nanoaod``: existing NanoAOD ROOT files (``files``, paths or glob patterns);
+    - ``higgs_csv``: the UCI HIGGS CSV at ``path``, keeping the rows whose label equals ``label``.
+    """
+
+    source: Literal["generator", "nanoaod", "higgs_csv"]
+    label: int
+    cross_section_pb: float = 1.0
+    process: str = ""
+    n_files: int = 1
+    events_per_file: int = 10000
+    files: tuple[str, ...] = ()
+    path: str = ""
+    n_events: int = 0
+
+    def validate(self, path: str) -> None:
+        _check(self.source in SOURCES, f"{path}.source: must be one of {SOURCES}, got {self.source!r}")
+        _check(self.label in (0, 1), f"{path}.label: must be 0 (background) or 1 (signal), got {self.label}")
+        _positive(f"{path}.cross_section_pb", self.cross_section_pb)
+        _check(self.n_files >= 1, f"{path}.n_files: must be >= 1, got {self.n_files}")
+        _check(self.events_per_file >= 1, f"{path}.events_per_file: must be >= 1, got {self.events_per_file}")
+        _check(self.n_events >= 0, f"{path}.n_events: must be >= 0, got {self.n_events}")
+        if self.source == "generator":
+            _check(self.process in PROCESSES, f"{path}.process: must be one of {PROCESSES} for the generator, "
+                   f"got {self.process!r}")
+        elif self.source == "nanoaod":
+            _check(len(self.files) > 0, f"{path}.files: a nanoaod sample needs at least one file")
+        elif self.source == "higgs_csv":
+            _check(bool(self.path), f"{path}.path: a higgs_csv sample needs the path of the CSV file")
+
+
+@dataclass(frozen=True)
+class SkimConfig:
+    """Object and event selection."""
+
+    jet_min_pt: float = 25.0
+    jet_max_eta: float = 2.4
+    electron_min_pt: float = 25.0
+    electron_max_eta: float = 2.5
+    electron_min_cut_based: int = 4
+    electron_max_rel_iso: float = 0.15
+    muon_min_pt: float = 25.0
+    muon_max_eta: float = 2.4
+    muon_max_rel_iso: float = 0.15
+    lepton_jet_min_dr: float = 0.4
+    n_leptons: int = 1
+    min_jets: int = 4
+    min_btags: int = 1
+    btag_working_point: str = "medium"
+
+    def validate(self, path: str, detector: DetectorConfig) -> None:
+        for name in ("jet_min_pt", "jet_max_eta", "electron_min_pt", "electron_max_eta", "muon_min_pt",
+                     "muon_max_eta", "electron_max_rel_iso", "muon_max_rel_iso"):
+            _positive(f"{path}.{name}", getattr(self, name))
+        _positive(f"{path}.lepton_jet_min_dr", self.lepton_jet_min_dr, strict=False)
+        _check(0 <= self.electron_min_cut_based <= 4, f"{path}.electron_min_cut_based: must lie in [0, 4], got "
+               f"{self.electron_min_cut_based}")
+        _check(self.n_leptons == 1, f"{path}.n_leptons: the analysis is single-lepton, must be 1")
+        _check(self.min_jets >= 4, f"{path}.min_jets: the 28 features need at least 4 jets, got {self.min_jets}")
+        _check(0 <= self.min_btags <= self.min_jets, f"{path}.min_btags: must lie in [0, min_jets], got "
+               f"{self.min_btags}")
+        _check(self.btag_working_point in detector.btag.working_points,
+               f"{path}.btag_working_point: must be one of {sorted(detector.btag.working_points)}, got "
+               f"{self.btag_working_point!r}")
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    name: str
+    description: str
+    seed: int
+    luminosity_fb: float
+    samples: Mapping[str, SampleConfig]
+    physics: PhysicsConfig = PhysicsConfig()
+    detector: DetectorConfig = DetectorConfig()
+    skim: SkimConfig = SkimConfig()
+    # units of the feature columns: "GeV" for generated and NanoAOD inputs, "normalised" for the UCI HIGGS CSV
+    feature_units: Literal["GeV", "normalised"] = "GeV"
+
+    def validate(self, path: str = "") -> None:
+        p = f"{path}." if path else ""
+        _check(self.seed >= 0, f"{p}seed: must be >= 0, got {self.seed}")
+        _positive(f"{p}luminosity_fb", self.luminosity_fb)
+        _check(len(self.samples) > 0, f"{p}samples: at least one sample is needed")
+        for name, sample in self.samples.items():
+            _check(name.isidentifier(), f"{p}samples.{name}: sample names must be identifiers")
+            sample.validate(f"{p}samples.{name}")
+        self.physics.validate(f"{p}physics")
+        self.detector.validate(f"{p}detector")
+        self.skim.validate(f"{p}skim", self.detector)
+        _check(self.feature_units in ("GeV", "normalised"),
+               f"{p}feature_units: must be 'GeV' or 'normalised', got {self.feature_units!r}")
+
+    @property
+    def luminosity_pb(self) -> float:
+        return self.luminosity_fb * 1000.0
+
+    def sample(self, name: str) -> SampleConfig:
+        try:
+            return self.samples[name]
+        except KeyError:
+            raise ConfigError(f"config {self.name!r}: no sample {name!r}; known: {sorted(self.samples)}") from None
+
+    def resolve_path(self, path: str) -> Path:
+        """Resolve a path of the config: absolute, ``~``-expanded, or relative to the repository root."""
+        p = Path(os.path.expandvars(os.path.expanduser(path)))
+        return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# generic conversion of nested dicts into the dataclasses above
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        _check(isinstance(value, Mapping), f"{path}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, path)
+    if origin is Literal:
+        _check(value in args, f"{path}: must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (collections.abc.Mapping, dict) or tp is dict:
+        _check(isinstance(value, Mapping), f"{path}: expected a mapping, got {type(value).__name__}")
+        ktp, vtp = args if args else (str, Any)
+        out = {}
+        for k, v in value.items():
+            _check(isinstance(k, str), f"{path}: keys must be strings, got {k!r}")
+            out[k] = _convert(v, vtp, f"{path}.{k}")
+        return types.MappingProxyType(out)
+    if origin is tuple:
+        _check(isinstance(value, (list, tuple)), f"{path}: expected a list, got {type(value).__name__}")
+        inner = args[0] if args else Any
+        return tuple(_convert(v, inner, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is bool:
+        _check(isinstance(value, bool), f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool),
+               f"{path}: expected a number, got {value!r}")
+        _check(math.isfinite(value), f"{path}: must be finite, got {value!r}")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), f"{path}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {_type_name(tp)} at {path}")  # programming error
+
+
+def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    prefix = f"{path}." if path else ""
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (allowed here: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            raise ConfigError(f"{prefix}{name}: required key is missing")
+    return cls(**kwargs)
+
+
+def available_configs() -> list[str]:
+    """Names of the configurations shipped with the package."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_from_dict(data: Mapping[str, Any], label: str = "<dict>") -> AnalysisConfig:
+    """Validate a plain mapping into an :class:`AnalysisConfig`."""
+    try:
+        _check(isinstance(data, Mapping), f"top level must be a mapping, got {type(data).__name__}")
+        cfg = _build(AnalysisConfig, data, "")
+        cfg.validate()
+    except ConfigError as e:
+        raise ConfigError(f"config {label!r}: {e}") from None
+    return cfg
+
+
+def load_config(name_or_path: str | os.PathLike) -> AnalysisConfig:
+    """Load and validate a configuration by shipped name (``quickstart``, ``paper``, ``higgs_uci``) or path."""
+    s = str(name_or_path)
+    path = Path(s)
+    if not (s.endswith((".yaml", ".yml")) or os.sep in s):
+        path = CONFIG_DIR / f"{s}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"config {s!r}: no such configuration; shipped: {', '.join(available_configs())}")
+    if not path.is_file():
+        raise ConfigError(f"config {s!r}: file not found: {path}")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {s!r}: not valid YAML: {e}") from None
+    return config_from_dict(data, label=path.stem if path.parent == CONFIG_DIR else s)

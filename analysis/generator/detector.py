@@ -1,0 +1,253 @@
+"""Fast parametric detector simulation: from a :class:`~analysis.generator.processes.PartonLevel` record to the
+reconstructed objects of a NanoAOD event.
+
+Steps, in order:
+
+1. **Semileptonic b decays** (b -> l nu X, probability ``b_semileptonic_fraction``): the neutrino carries a
+   fraction z ~ Beta(2, 8) of the b momentum out of the jet, so the mean b-jet response is below one; the lepton
+   (fraction Beta(2, 6)) stays inside the jet and is recorded as a non-isolated lepton.
+2. **Merging**: partons closer than ``merge_dr`` in (eta, phi) are merged into one jet, closest pair first; the
+   jet keeps the flavour of its heaviest constituent (b > c > light) and the truth index of the hardest.
+3. **Jet response**: sigma(pT)/pT = sqrt((N/pT)^2 + S^2/pT + C^2), Gaussian angular smearing, a shower mass.
+4. **Acceptance**: jets with pT > ``min_pt`` and |eta| < ``max_eta`` are stored; softer ones enter MET as
+   unclustered activity; those beyond ``max_eta`` are lost.
+5. **b tagging**: a DeepJet-like score whose fraction above the medium working point equals the configured
+   efficiency for b, c and light jets (so the tagging efficiencies hold by construction).
+6. **Leptons**: acceptance, efficiency of the tight identification, pT resolution, and a relative isolation
+   computed from the partons in the isolation cone.
+7. **MET**: minus the vector sum of the measured objects and of the unclustered activity (response
+   ``unclustered_response``, Gaussian resolution ``const + sqrt_coef * sqrt(sum pT)`` per component).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import DetectorConfig
+from . import kinematics as kin
+from .processes import ELECTRON_MASS, MUON_MASS, PartonLevel
+
+# score shapes (Beta parameters) below and above the medium working point, per hadron flavour
+_BTAG_SHAPES = {5: ((2.0, 1.5), (4.0, 1.0)), 4: ((1.2, 2.5), (1.5, 2.0)), 0: ((0.5, 6.0), (1.0, 3.0))}
+
+
+@dataclass
+class Collection:
+    """A jagged collection as flat arrays plus per-event counts (the NanoAOD ``nX`` branch)."""
+
+    counts: np.ndarray
+    fields: dict[str, np.ndarray]
+
+
+@dataclass
+class RecoEvents:
+    jets: Collection
+    electrons: Collection
+    muons: Collection
+    met_pt: np.ndarray
+    met_phi: np.ndarray
+    genmet_pt: np.ndarray
+    genmet_phi: np.ndarray
+
+
+def _pad_select(values: dict[str, np.ndarray], keep: np.ndarray, order_key: np.ndarray) -> Collection:
+    """Order the kept entries of padded ``(n, k)`` arrays by ``order_key`` (descending) and flatten them."""
+    key = np.where(keep, -order_key, np.inf)
+    order = np.argsort(key, axis=1, kind="stable")
+    kept = np.take_along_axis(keep, order, axis=1)
+    counts = keep.sum(axis=1)
+    fields = {name: np.take_along_axis(v, order, axis=1)[kept] for name, v in values.items()}
+    return Collection(counts=counts, fields=fields)
+
+
+def semileptonic_b_decays(rng: np.random.Generator, p4: np.ndarray, is_b: np.ndarray, fraction: float):
+    """Split b partons into visible part, escaping neutrino and a non-prompt lepton.
+
+    Returns ``(visible, neutrino, lepton, decayed)``: four-momenta of shape ``(n, P, 4)`` (zero where no decay)
+    and the decay mask. The visible part keeps the lepton (particle-flow jets contain it).
+    """
+    shape = is_b.shape
+    decayed = is_b & (rng.uniform(size=shape) < fraction)
+    z_nu = np.where(decayed, rng.beta(2.0, 8.0, shape), 0.0)
+    z_lep = np.where(decayed, np.minimum(rng.beta(2.0, 6.0, shape), 0.95 - z_nu), 0.0)
+    neutrino = p4 * z_nu[..., None]
+    neutrino[..., 0] = np.linalg.norm(neutrino[..., 1:], axis=-1)  # massless
+    visible = p4 - neutrino
+    # the lepton: a fraction of the b momentum, slightly off the b direction
+    pt_b, eta_b, phi_b = kin.pt(p4), kin.eta(p4), kin.phi(p4)
+    lep = kin.from_pt_eta_phi_m(z_lep * pt_b, eta_b + rng.normal(0, 0.05, shape),
+                                kin.wrap_phi(phi_b + rng.normal(0, 0.05, shape)), 0.0)
+    lep *= decayed[..., None]
+    return visible, neutrino, lep, decayed
+
+
+def merge_close_partons(p4: np.ndarray, valid: np.ndarray, flavour: np.ndarray, index: np.ndarray, dr: float):
+    """Merge partons closer than ``dr`` in (eta, phi), closest pair first, until none are that close.
+
+    ``flavour`` is the hadron flavour (5, 4, 0): a merged jet keeps the highest; ``index`` (the truth index)
+    is that of the harder constituent. Returns new arrays; merged-away slots become invalid. Each pass only
+    revisits the events that merged in the previous one.
+    """
+    p4, valid, flavour, index = p4.copy(), valid.copy(), flavour.copy(), index.copy()
+    k = valid.shape[1]
+    i_pair, j_pair = np.triu_indices(k, 1)
+    rows = np.arange(valid.shape[0])
+    for _ in range(k - 1):
+        if rows.size == 0:
+            break
+        sub = p4[rows]
+        eta, phi = kin.eta(sub), kin.phi(sub)
+        d2 = (eta[:, i_pair] - eta[:, j_pair]) ** 2 + kin.delta_phi(phi[:, i_pair], phi[:, j_pair]) ** 2
+        v = valid[rows]
+        d2 = np.where(v[:, i_pair] & v[:, j_pair], d2, np.inf)
+        best = np.argmin(d2, axis=1)
+        merge = np.take_along_axis(d2, best[:, None], axis=1)[:, 0] < dr * dr
+        r = rows[merge]
+        i, j = i_pair[best[merge]], j_pair[best[merge]]
+        harder_is_j = kin.pt(p4[r, j]) > kin.pt(p4[r, i])
+        index[r, i] = np.where(harder_is_j, index[r, j], index[r, i])
+        flavour[r, i] = np.maximum(flavour[r, i], flavour[r, j])
+        p4[r, i] += p4[r, j]
+        p4[r, j] = 0.0
+        valid[r, j] = False
+        rows = r
+    return p4, valid, flavour, index
+
+
+def jet_resolution(pt: np.ndarray, noise: float, stochastic: float, constant: float) -> np.ndarray:
+    """Relative jet pT resolution sqrt((N/pT)^2 + S^2/pT + C^2)."""
+    pt = np.maximum(pt, 1e-3)
+    return np.sqrt((noise / pt) ** 2 + stochastic**2 / pt + constant**2)
+
+
+def btag_scores(rng: np.random.Generator, hadron_flavour: np.ndarray, wp: float,
+                efficiency: dict[int, float]) -> np.ndarray:
+    """DeepJet-like scores in (0, 1) with P(score > ``wp`` | flavour) = ``efficiency[flavour]`` exactly."""
+    score = np.empty(hadron_flavour.shape)
+    u = rng.uniform(size=hadron_flavour.shape)
+    for flav, eff in efficiency.items():
+        sel = hadron_flavour == flav
+        (a_lo, b_lo), (a_hi, b_hi) = _BTAG_SHAPES[flav]
+        m = int(sel.sum())
+        lo = wp * rng.beta(a_lo, b_lo, m)
+        hi = wp + (1.0 - wp) * rng.beta(a_hi, b_hi, m)
+        score[sel] = np.where(u[sel] < eff, hi, lo)
+    return np.clip(score, 1e-4, 1.0 - 1e-4)
+
+
+def _isolation(lep: np.ndarray, partons: np.ndarray, valid: np.ndarray, cone: np.ndarray) -> np.ndarray:
+    """Relative isolation of leptons ``(n, L, 4)`` with cone sizes ``cone`` ``(n, L)``: the pT of the parton
+    activity inside the cone, each parton weighted by its overlap ``1 - dR/cone``."""
+    lpt = np.maximum(kin.pt(lep), 1e-6)
+    d_eta = kin.eta(lep)[:, :, None] - kin.eta(partons)[:, None, :]
+    d_phi = kin.delta_phi(kin.phi(lep)[:, :, None], kin.phi(partons)[:, None, :])
+    d_r = np.sqrt(d_eta**2 + d_phi**2)
+    overlap = np.clip(1.0 - d_r / cone[..., None], 0.0, None) * valid[:, None, :]
+    return (overlap * kin.pt(partons)[:, None, :]).sum(axis=-1) / lpt
+
+
+def simulate(rng: np.random.Generator, truth: PartonLevel, det: DetectorConfig) -> RecoEvents:
+    """Reconstructed jets, electrons, muons and MET for a batch of parton-level events."""
+    n = truth.n_events
+    cols = np.array(truth.jet_partons)
+    p4 = truth.p4[:, cols]
+    valid = truth.valid[:, cols]
+    pdg = np.abs(truth.pdg_id[:, cols])
+    flavour = np.where(pdg == 5, 5, np.where(pdg == 4, 4, 0))
+    index = np.broadcast_to(cols, valid.shape).copy()
+
+    # 1. semileptonic b decays
+    visible, nu_b, lep_b, decayed = semileptonic_b_decays(rng, p4, (pdg == 5) & valid,
+                                                          det.b_semileptonic_fraction)
+    # 2. merging of close partons
+    merged, mvalid, mflav, midx = merge_close_partons(visible, valid, flavour, index, det.jet.merge_dr)
+
+    # 3. response
+    jc = det.jet
+    tpt, teta, tphi, tm = kin.pt(merged), kin.eta(merged), kin.phi(merged), kin.mass(merged)
+    sigma = jet_resolution(tpt, jc.noise, jc.stochastic, jc.constant)
+    scale = np.maximum(1.0 + sigma * rng.normal(size=tpt.shape), 0.05)
+    rpt = tpt * scale
+    reta = teta + rng.normal(0.0, jc.angular, tpt.shape)
+    rphi = kin.wrap_phi(tphi + rng.normal(0.0, jc.angular, tpt.shape))
+    shower = jc.shower_mass_fraction * rng.gamma(4.0, 0.25, tpt.shape)
+    rmass = np.sqrt(tm**2 + (shower * tpt) ** 2) * scale
+
+    # 4. acceptance
+    in_calo = mvalid & (np.abs(teta) < jc.max_eta)
+    stored = in_calo & (rpt > jc.min_pt) & (np.abs(reta) < jc.max_eta)
+    unclustered = in_calo & ~stored
+
+    # 5. b tagging
+    bt = det.btag
+    score = btag_scores(rng, mflav, bt.working_points["medium"],
+                        {5: bt.efficiency_b, 4: bt.efficiency_c, 0: bt.efficiency_light})
+
+    # truth-parton flavour of the jet (signed PDG id of the hardest constituent; 21 for gluons)
+    parton_flavour = np.take_along_axis(truth.pdg_id, midx, axis=1)
+    jets = _pad_select(
+        {"pt": rpt, "eta": reta, "phi": rphi, "mass": rmass, "btagDeepFlavB": score,
+         "hadronFlavour": mflav, "partonFlavour": parton_flavour, "genPartIdx": midx,
+         "jetId": np.full(rpt.shape, 6)},
+        stored, rpt)
+
+    # 6. leptons: the prompt one from the W, then non-prompt ones from b decays
+    prompt = truth.p4[:, truth.lepton][:, None, :]
+    prompt_id = truth.pdg_id[:, truth.lepton][:, None]
+    np_flavour = np.where(rng.uniform(size=decayed.shape) < 0.5, 11, 13)
+    np_id = np.where(truth.pdg_id[:, cols] > 0, np_flavour, -np_flavour)  # b -> l-, bbar -> l+
+    lep_p4 = np.concatenate([prompt, lep_b], axis=1)
+    lep_id = np.concatenate([prompt_id, np_id], axis=1)
+    lep_exists = np.concatenate([np.ones((n, 1), bool), decayed], axis=1)
+    is_prompt = np.zeros(lep_exists.shape, bool)
+    is_prompt[:, 0] = True
+    gen_idx = np.where(is_prompt, truth.lepton, -1)
+
+    lpt, leta, lphi = kin.pt(lep_p4), kin.eta(lep_p4), kin.phi(lep_p4)
+    is_mu = np.abs(lep_id) == 13
+    res = np.where(is_mu, det.muon.resolution, det.electron.resolution)
+    r_lpt = lpt * np.maximum(1.0 + res * rng.normal(size=lpt.shape), 0.05)
+    max_eta = np.where(is_mu, det.muon.max_eta, det.electron.max_eta)
+    min_pt = np.where(is_mu, det.muon.min_pt, det.electron.min_pt)
+    lep_stored = lep_exists & (r_lpt > min_pt) & (np.abs(leta) < max_eta)
+    # isolation: activity of all jet partons in the cone; a non-prompt lepton sits inside its own b jet, whose
+    # visible momentum contains the lepton itself, so that part is removed
+    cone = np.where(is_mu, 0.4, 0.3)
+    iso = _isolation(lep_p4, visible, valid, cone)
+    own = np.concatenate([np.zeros((n, 1)), np.clip(1.0 - 0.05 / cone[:, 1:], 0, None)], axis=1)
+    iso = np.clip(iso - own, 0.0, None) + rng.exponential(0.02, lpt.shape)
+    eff = np.where(is_mu, det.muon.efficiency, det.electron.efficiency)
+    passes_id = rng.uniform(size=lpt.shape) < np.where(is_prompt, eff, 0.5 * eff)
+    charge = np.where(lep_id > 0, -1, 1)  # PDG: 11 = e-, -11 = e+
+    lep_fields = {"pt": r_lpt, "eta": leta, "phi": lphi, "charge": charge, "pdgId": lep_id, "genPartIdx": gen_idx}
+    ele_fields = dict(lep_fields, mass=np.full(lpt.shape, ELECTRON_MASS), pfRelIso03_all=iso,
+                      cutBased=np.where(passes_id, 4, rng.integers(1, 4, lpt.shape)))
+    mu_fields = dict(lep_fields, mass=np.full(lpt.shape, MUON_MASS), pfRelIso04_all=iso, tightId=passes_id)
+    electrons = _pad_select(ele_fields, lep_stored & ~is_mu, r_lpt)
+    muons = _pad_select(mu_fields, lep_stored & is_mu, r_lpt)
+
+    # 7. missing transverse momentum
+    def sum_xy(px, py, mask):
+        return (px * mask).sum(axis=1), (py * mask).sum(axis=1)
+
+    jx, jy = sum_xy(rpt * np.cos(rphi), rpt * np.sin(rphi), stored)
+    prompt_stored = lep_stored[:, :1]
+    prompt_in_calo = np.abs(leta[:, :1]) < jc.max_eta
+    lx, ly = sum_xy(r_lpt[:, :1] * np.cos(lphi[:, :1]), r_lpt[:, :1] * np.sin(lphi[:, :1]), prompt_stored)
+    soft_lep = prompt_in_calo & ~prompt_stored
+    ux, uy = sum_xy(tpt * np.cos(tphi), tpt * np.sin(tphi), unclustered)
+    ulx, uly = sum_xy(lpt[:, :1] * np.cos(lphi[:, :1]), lpt[:, :1] * np.sin(lphi[:, :1]), soft_lep)
+    sum_pt = (tpt * in_calo).sum(axis=1) + (lpt[:, :1] * prompt_in_calo).sum(axis=1)
+    sigma_u = det.unclustered_resolution_const + det.unclustered_resolution_sqrt * np.sqrt(sum_pt)
+    r = det.unclustered_response
+    met_x = -(jx + lx + r * (ux + ulx)) + sigma_u * rng.normal(size=n)
+    met_y = -(jy + ly + r * (uy + uly)) + sigma_u * rng.normal(size=n)
+
+    nu = truth.p4[:, truth.neutrino]
+    gx = nu[:, 1] + nu_b[..., 1].sum(axis=1)
+    gy = nu[:, 2] + nu_b[..., 2].sum(axis=1)
+    return RecoEvents(jets=jets, electrons=electrons, muons=muons,
+                      met_pt=np.hypot(met_x, met_y), met_phi=np.arctan2(met_y, met_x),
+                      genmet_pt=np.hypot(gx, gy), genmet_phi=np.arctan2(gy, gx))

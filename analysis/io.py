@@ -1,0 +1,77 @@
+"""File helpers shared by every writer: atomic outputs and clear errors for unreadable inputs.
+
+Outputs are written to a temporary file beside the destination and renamed into place only when complete, so an
+interrupted job never leaves a file that looks finished (``os.replace`` is atomic on POSIX file systems).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class InputError(RuntimeError):
+    """An input file is missing, unreadable, truncated or lacks what the analysis needs."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, on any error delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
+            f.write("\n")
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def open_root(path: str | os.PathLike, tree: str = "Events"):
+    """Open ``path`` with uproot and return the TTree ``tree``; raise :class:`InputError` with a clear message if
+    the file is missing, not a ROOT file, truncated, or lacks the tree."""
+    import uproot
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+    try:
+        f = uproot.open(path)
+    except Exception as e:  # uproot raises a variety of errors for non-ROOT or cut-off files
+        raise InputError(f"{path}: not a readable ROOT file ({type(e).__name__}: {e})") from None
+    try:
+        t = f[tree]
+    except Exception as e:
+        keys = ", ".join(sorted({k.split(";")[0] for k in f.keys()})) or "none"
+        raise InputError(f"{path}: cannot read tree {tree!r} ({type(e).__name__}: {e}); keys in file: {keys}") \
+            from None
+    return t
