@@ -178,8 +178,8 @@ class DetectorConfig:
     b_semileptonic_fraction: float = 0.21
     # soft (unclustered) activity: response and resolution per component, sigma = a + b * sqrt(sum soft pT)
     unclustered_response: float = 0.7
-    unclustered_resolution_const: float = 8.0
-    unclustered_resolution_sqrt: float = 0.6
+    unclustered_resolution_const: float = 5.0
+    unclustered_resolution_sqrt: float = 0.3
 
     def validate(self, path: str) -> None:
         self.jet.validate(f"{path}.jet")
@@ -249,6 +249,11 @@ class SkimConfig:
     min_jets: int = 4
     min_btags: int = 1
     btag_working_point: str = "medium"
+    # b-tag feature of the HIGGS data set: number of these working points a jet passes (0, 1, 2)
+    btag_feature_working_points: tuple[str, ...] = ("medium", "tight")
+    btag_discriminant: str = "btagDeepFlavB"
+    jet_min_id: int = 2
+    met_collection: str = "MET"
 
     def validate(self, path: str, detector: DetectorConfig) -> None:
         for name in ("jet_min_pt", "jet_max_eta", "electron_min_pt", "electron_max_eta", "muon_min_pt",
@@ -261,6 +266,12 @@ class SkimConfig:
         _check(self.min_jets >= 4, f"{path}.min_jets: the 28 features need at least 4 jets, got {self.min_jets}")
         _check(0 <= self.min_btags <= self.min_jets, f"{path}.min_btags: must lie in [0, min_jets], got "
                f"{self.min_btags}")
+        for wp in self.btag_feature_working_points:
+            _check(wp in detector.btag.working_points, f"{path}.btag_feature_working_points: unknown working "
+                   f"point {wp!r}; known: {sorted(detector.btag.working_points)}")
+        _check(self.jet_min_id >= 0, f"{path}.jet_min_id: must be >= 0, got {self.jet_min_id}")
+        _check(self.btag_discriminant.isidentifier(), f"{path}.btag_discriminant: not a branch name")
+        _check(self.met_collection.isidentifier(), f"{path}.met_collection: not a collection name")
         _check(self.btag_working_point in detector.btag.working_points,
                f"{path}.btag_working_point: must be one of {sorted(detector.btag.working_points)}, got "
                f"{self.btag_working_point!r}")
@@ -302,6 +313,12 @@ class AnalysisConfig:
             return self.samples[name]
         except KeyError:
             raise ConfigError(f"config {self.name!r}: no sample {name!r}; known: {sorted(self.samples)}") from None
+
+    def with_input_path(self, path: str) -> "AnalysisConfig":
+        """A copy whose ``higgs_csv`` samples read ``path`` instead of the configured file."""
+        samples = {n: dataclasses.replace(s, path=path) if s.source == "higgs_csv" else s
+                   for n, s in self.samples.items()}
+        return dataclasses.replace(self, samples=types.MappingProxyType(samples))
 
     def resolve_path(self, path: str) -> Path:
         """Resolve a path of the config: absolute, ``~``-expanded, or relative to the repository root."""

@@ -1,0 +1,34 @@
+"""Ntuple production: the embedded generator writes NanoAOD files, one workflow branch per file."""
+
+from __future__ import annotations
+
+from analysis.generator.nanoaod import write_nanoaod_file
+from workflow.base import AnalysisWorkflow
+
+
+class GenerateEvents(AnalysisWorkflow):
+    """Generate the ``generator`` samples of the configuration as NanoAOD ROOT files.
+
+    Branches: one per (sample, file index). Output: ``<sample>_<index>.root`` with TTrees ``Events`` and
+    ``Runs``. Configurations without generator samples (e.g. ``higgs_uci``) have no branches.
+    """
+
+    def create_branch_map(self):
+        cfg = self.analysis_config
+        branches = [{"sample": name, "index": i}
+                    for name, s in cfg.samples.items() if s.source == "generator" for i in range(s.n_files)]
+        return dict(enumerate(branches))
+
+    def output(self):
+        return self.local_target(f"{self.branch_data['sample']}_{self.branch_data['index']}.root")
+
+    def run(self):
+        data = self.branch_data
+        meta = write_nanoaod_file(self.output().path, self.analysis_config, data["sample"], data["index"],
+                                  progress=self.progress_callback(f"{data['sample']} file {data['index']}: "))
+        self.publish_message(f"wrote {meta['n_events']} {meta['process']} events to {self.output().path}")
+
+    @classmethod
+    def branches_of_sample(cls, branch_map: dict, sample: str) -> list[int]:
+        return [b for b, d in branch_map.items() if d["sample"] == sample]
+

@@ -1,0 +1,64 @@
+"""The flat ntuple format shared by every stage after the skim.
+
+One ROOT file with a TTree ``Events``: the 28 feature columns of :data:`analysis.features.FEATURES` (float32),
+``label`` (1 signal, 0 background), ``weight`` (events expected in the configured luminosity, where the source
+provides a cross-section) and ``event`` (the source's event number or row index). A TObjString
+``hepflows_metadata`` holds JSON provenance (sample, source, units, cutflow). Simulated, real and (later)
+flow-generated events are all stored this way, so downstream tasks read them identically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+import uproot
+
+from .features import FEATURES
+from .io import InputError, atomic_path, open_root
+
+COLUMNS = FEATURES + ["label", "weight", "event"]
+_DTYPES = {"label": np.int32, "event": np.int64, "weight": np.float64}
+
+
+def write_ntuple(path: str | os.PathLike, columns: dict[str, np.ndarray], metadata: dict) -> None:
+    """Write a flat ntuple atomically. ``columns`` must hold every name of :data:`COLUMNS`, all of one length."""
+    missing = [c for c in COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(f"ntuple columns missing: {missing}")
+    lengths = {len(columns[c]) for c in COLUMNS}
+    if len(lengths) != 1:
+        raise ValueError(f"ntuple columns differ in length: {sorted(lengths)}")
+    data = {c: np.asarray(columns[c], dtype=_DTYPES.get(c, np.float32)) for c in COLUMNS}
+    with atomic_path(path) as tmp:
+        with uproot.recreate(tmp, compression=uproot.LZ4(1)) as f:
+            f.mktree("Events", {c: v.dtype for c, v in data.items()})
+            if len(next(iter(data.values()))):
+                f["Events"].extend(data)
+            f["hepflows_metadata"] = json.dumps(metadata, default=str)
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The JSON provenance stored with a flat ntuple (empty if the file has none)."""
+    open_root(path)  # clear error for a missing or broken file
+    f = uproot.open(path)
+    return json.loads(str(f["hepflows_metadata"])) if "hepflows_metadata" in f else {}
+
+
+def read_ntuples(paths: Iterable[str | os.PathLike], columns: Sequence[str] = COLUMNS) -> dict[str, np.ndarray]:
+    """Concatenate columns of several flat ntuples into numpy arrays, with clear errors for bad files."""
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    for p in paths:
+        tree = open_root(p)
+        absent = [c for c in columns if c not in tree.keys()]
+        if absent:
+            raise InputError(f"{p}: not a hepflows ntuple, branches missing: {absent}")
+        try:
+            arrays = tree.arrays(list(columns), library="np")
+        except Exception as e:
+            raise InputError(f"{p}: cannot read ntuple ({type(e).__name__}: {e})") from None
+        for c in columns:
+            parts[c].append(arrays[c])
+    return {c: (np.concatenate(v) if v else np.zeros(0, dtype=_DTYPES.get(c, np.float32))) for c, v in parts.items()}

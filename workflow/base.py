@@ -1,0 +1,93 @@
+"""Shared task machinery: the analysis task base, configuration loading and the versioned output store.
+
+Every output lives under ``$HEPFLOWS_STORE/<TaskFamily>/<config>/<version>/[<settings>/]...``: the task, the
+analysis configuration, the user's ``--version``, and any parameter that changes the result (for example
+``input-<hash>`` when ``--input-path`` overrides the configured input file).
+
+Branched stages derive from :class:`AnalysisWorkflow`, a ``law.LocalWorkflow``; a remote workflow base (law's
+HTCondor workflow) can be added to that class alone without touching any task.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+
+import law
+import luigi
+
+from analysis.config import AnalysisConfig, ConfigError, load_config
+
+law.contrib.load("tasks")
+
+
+def store_base() -> str:
+    """Root of all outputs: ``$HEPFLOWS_STORE``, else ``<repository>/data/store``."""
+    default = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "store")
+    return os.path.abspath(os.path.expandvars(os.path.expanduser(os.environ.get("HEPFLOWS_STORE", default))))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_config(name: str, input_path: str) -> AnalysisConfig:
+    cfg = load_config(name)
+    return cfg.with_input_path(input_path) if input_path else cfg
+
+
+class AnalysisTask(law.Task):
+    """Base of every hepflows task: required ``--version``, ``--config`` and the versioned store."""
+
+    version = luigi.Parameter(description="version of the outputs; required, part of every output path")
+    config = luigi.Parameter(default="quickstart", description="analysis configuration: a shipped name "
+                             "(quickstart, paper, higgs_uci) or the path of a YAML file; default: quickstart")
+    input_path = luigi.Parameter(default="", significant=True, description="override the input file of "
+                                 "higgs_csv samples (e.g. the full HIGGS.csv.gz); default: as configured")
+
+    task_namespace = None
+    # parameters passed on to required tasks by req()
+    exclude_params_req: set[str] = set()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # load and validate the configuration now, so a bad config stops before any work starts
+        try:
+            self.analysis_config
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+
+    @property
+    def analysis_config(self) -> AnalysisConfig:
+        return _cached_config(self.config, self.input_path)
+
+    @property
+    def config_name(self) -> str:
+        return self.analysis_config.name
+
+    def store_parts(self) -> tuple[str, ...]:
+        parts = (self.task_family, self.config_name, self.version)
+        if self.input_path:
+            digest = hashlib.sha1(os.path.abspath(self.input_path).encode()).hexdigest()[:8]
+            parts += (f"input-{digest}",)
+        return parts
+
+    def local_path(self, *path: str) -> str:
+        return os.path.join(store_base(), *self.store_parts(), *(str(p) for p in path))
+
+    def local_target(self, *path: str, dir: bool = False) -> law.LocalTarget:
+        cls = law.LocalDirectoryTarget if dir else law.LocalFileTarget
+        return cls(self.local_path(*path))
+
+    def progress_callback(self, prefix: str = ""):
+        """A ``progress(done, total)`` callback that publishes law progress and a status message."""
+        def progress(done: int, total: int) -> None:
+            pct = 100.0 * done / total if total else 100.0
+            self.publish_progress(pct)
+            self.publish_message(f"{prefix}{done}/{total} ({pct:.0f}%)")
+        return progress
+
+
+class AnalysisWorkflow(AnalysisTask, law.LocalWorkflow):
+    """Base of every branched stage. Remote execution is added here as a second workflow base."""
+
+    def htcondor_output_directory(self):  # used once the HTCondor workflow base is added
+        return law.LocalDirectoryTarget(self.local_path("jobs"))
