@@ -335,14 +335,14 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _convert(value: Any, tp: Any, path: str) -> Any:
+def _convert(value: Any, tp: Any, path: str, base: Any = None) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         if value is None:
             value = {}
         _check(isinstance(value, Mapping), f"{path}: expected a mapping, got {type(value).__name__}")
-        return _build(tp, value, path)
+        return _build(tp, value, path, base)
     if origin is Literal:
         _check(value in args, f"{path}: must be one of {list(args)}, got {value!r}")
         return value
@@ -377,7 +377,9 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     raise TypeError(f"unsupported config type {_type_name(tp)} at {path}")  # programming error
 
 
-def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
+def _build(cls: type, data: Mapping[str, Any], path: str, base: Any = None) -> Any:
+    """Build dataclass ``cls`` from ``data``; keys not given keep their value in ``base`` (a default instance of
+    ``cls``, so that e.g. ``physics: {top: {mass: 173}}`` keeps the default top width) or the class default."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     prefix = f"{path}." if path else ""
@@ -386,10 +388,21 @@ def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
         raise ConfigError(f"{prefix}{unknown[0]}: unknown key (allowed here: {', '.join(sorted(fields))})")
     kwargs = {}
     for name, f in fields.items():
+        if base is not None:
+            default = getattr(base, name)
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = dataclasses.MISSING
         if name in data:
-            kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            sub_base = default if dataclasses.is_dataclass(default) else None
+            kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}", sub_base)
+        elif default is dataclasses.MISSING:
             raise ConfigError(f"{prefix}{name}: required key is missing")
+        elif base is not None:
+            kwargs[name] = default
     return cls(**kwargs)
 
 

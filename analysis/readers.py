@@ -33,14 +33,25 @@ def check_nanoaod(path: str | os.PathLike, btag: str = "btagDeepFlavB", met: str
     missing = [b for b in required_nanoaod_branches(btag, met) if b not in keys]
     if missing:
         raise InputError(f"{path}: NanoAOD branches missing: {', '.join(missing)}")
-    try:
-        # touch the last basket of one branch: catches files cut off after the header was written
-        n = tree.num_entries
-        if n:
-            tree["nJet"].array(entry_start=max(n - 1, 0), entry_stop=n, library="np")
-    except Exception as e:
-        raise InputError(f"{path}: truncated or corrupt ROOT file ({type(e).__name__}: {e})") from None
-    return n
+    check_complete(path, tree, required_nanoaod_branches(btag, met))
+    return tree.num_entries
+
+
+def check_complete(path: str | os.PathLike, tree, branches: list[str]) -> None:
+    """Raise :class:`InputError` if any basket of ``branches`` lies beyond the end of the file (a file cut off
+    during copy or writing). Reads only the baskets' bookkeeping, no data."""
+    size = Path(path).stat().st_size
+    for name in branches:
+        br = tree[name]
+        try:
+            n = br.num_baskets
+            seek = np.asarray(br.member("fBasketSeek"))[:n]
+            nbytes = np.asarray(br.member("fBasketBytes"))[:n]
+        except Exception as e:
+            raise InputError(f"{path}: corrupt ROOT file, branch {name} ({type(e).__name__}: {e})") from None
+        if n and np.any(seek + nbytes > size):
+            raise InputError(f"{path}: truncated ROOT file: baskets of {name} end beyond the file's "
+                             f"{size} bytes")
 
 
 def sum_gen_weights(paths: list[str | os.PathLike]) -> float:

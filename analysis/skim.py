@@ -146,12 +146,16 @@ def skim_nanoaod(
     proc = SkimProcessor(cfg, label, norm)
     if n == 0:
         raise InputError(f"{path}: the Events tree holds no events")
-    runner = processor.Runner(executor=processor.IterativeExecutor(status=False),
+    runner = processor.Runner(executor=processor.IterativeExecutor(status=False, retries=0),
                               pre_executor=processor.IterativeExecutor(status=False), schema=NanoAODSchema,
                               chunksize=chunksize, savemetrics=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        out = runner({"sample": {"files": {str(Path(path).resolve()): "Events"}}}, proc, treename="Events")
+        try:
+            out = runner({"sample": {"files": {str(Path(path).resolve()): "Events"}}}, proc, treename="Events")
+        except Exception as e:  # coffea wraps the cause; report it with the file name
+            cause = e.__cause__ or e
+            raise InputError(f"{path}: skim failed ({type(cause).__name__}: {cause})") from e
     cutflow = out["cutflow"]
     columns = {k: np.asarray(v.value) for k, v in out["columns"].items()}
     if progress is not None:

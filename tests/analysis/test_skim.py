@@ -1,0 +1,181 @@
+"""The coffea skim: selection, features, cutflow, normalisation, and bad inputs."""
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from analysis.config import config_from_dict
+from analysis.features import BTAG_FEATURES, FEATURES
+from analysis.io import InputError
+from analysis.ntuple import read_metadata, read_ntuples, write_ntuple
+from analysis.skim import CUTFLOW_STEPS, sample_normalisation, skim_nanoaod
+from tests.conftest import histogram_mode, tiny_config_dict
+
+
+def test_cutflow_is_monotonic_and_complete(skimmed):
+    for name, (cols, cutflow) in skimmed.items():
+        assert list(cutflow) == CUTFLOW_STEPS
+        events = [cutflow[s]["events"] for s in CUTFLOW_STEPS]
+        assert all(a >= b for a, b in zip(events, events[1:])), events
+        assert events[-1] == len(cols["label"]) > 1000
+        assert 0.15 < events[-1] / events[0] < 0.6  # single-lepton + 4 jets + 1 b tag acceptance
+
+
+def test_selected_events_pass_the_cuts(skimmed, quickstart):
+    s = quickstart.skim
+    cols, _ = skimmed["background"]
+    assert np.all(cols["lepton_pT"] > min(s.electron_min_pt, s.muon_min_pt))
+    for i in range(1, 5):
+        assert np.all(cols[f"jet{i}_pt"] > s.jet_min_pt) and np.all(np.abs(cols[f"jet{i}_eta"]) < s.jet_max_eta)
+    assert np.all(cols["jet1_pt"] >= cols["jet2_pt"]) and np.all(cols["jet3_pt"] >= cols["jet4_pt"])
+    levels = np.stack([cols[b] for b in BTAG_FEATURES])
+    assert set(np.unique(levels)) <= {0.0, 1.0, 2.0}
+    # the required b tag may sit on a fifth jet; the features describe the four leading ones
+    assert np.mean((levels >= 1).sum(axis=0) >= s.min_btags) > 0.95
+    # lepton-jet cleaning
+    for i in range(1, 5):
+        dphi = (cols["lepton_phi"] - cols[f"jet{i}_phi"] + np.pi) % (2 * np.pi) - np.pi
+        dr = np.hypot(cols["lepton_eta"] - cols[f"jet{i}_eta"], dphi)
+        assert np.all(dr > s.lepton_jet_min_dr - 1e-4)
+    assert all(np.all(np.isfinite(cols[f])) for f in FEATURES)
+
+
+def test_mass_peaks_in_the_features(skimmed):
+    sig, _ = skimmed["signal"]
+    bkg, _ = skimmed["background"]
+    assert 110 < histogram_mode(sig["m_bb"], 0, 300) < 135
+    assert 395 < histogram_mode(sig["m_wwbb"], 200, 800) < 455
+    assert 160 < histogram_mode(bkg["m_jjj"], 0, 400) < 190
+    assert 72 < histogram_mode(bkg["m_jj"], 0, 300) < 92
+    # m_lv is pinned to m_W wherever the neutrino pz has a real solution
+    assert np.mean(np.abs(bkg["m_lv"] - 80.38) < 0.05) > 0.5
+    # the signal's m_bb is much narrower than the combinatorial background's
+    assert np.std(sig["m_bb"][(sig["m_bb"] > 50) & (sig["m_bb"] < 200)]) < \
+        np.std(bkg["m_bb"][(bkg["m_bb"] > 50) & (bkg["m_bb"] < 200)])
+
+
+def test_weights_normalise_to_cross_section_times_luminosity(skimmed, quickstart):
+    for name, (cols, cutflow) in skimmed.items():
+        xsec_lumi = quickstart.sample(name).cross_section_pb * quickstart.luminosity_pb
+        assert cutflow["all"]["sumw"] == pytest.approx(xsec_lumi, rel=1e-9)
+        assert cols["weight"].sum() == pytest.approx(cutflow["finite_features"]["sumw"], rel=1e-9)
+        assert np.all(cols["label"] == quickstart.sample(name).label)
+
+
+def test_ntuple_roundtrip(tmp_path, skimmed):
+    cols, cutflow = skimmed["signal"]
+    path = tmp_path / "signal.root"
+    write_ntuple(path, cols, {"sample": "signal", "cutflow": cutflow})
+    back = read_ntuples([path, path])
+    assert len(back["label"]) == 2 * len(cols["label"])
+    np.testing.assert_array_equal(back["m_bb"][: len(cols["m_bb"])], cols["m_bb"])
+    assert read_metadata(path)["cutflow"]["all"]["events"] == cutflow["all"]["events"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def _rewrite(src, dst, drop=(), transform=None):
+    """Copy a NanoAOD file, dropping branches and optionally transforming the arrays."""
+    with uproot.open(src) as f:
+        arrays = f["Events"].arrays()
+    out = {}
+    for coll in ("Jet", "Electron", "Muon", "GenPart"):
+        fields = [k[len(coll) + 1:] for k in arrays.fields if k.startswith(coll + "_") and k not in drop]
+        if fields:
+            out[coll] = ak.zip({k: arrays[f"{coll}_{k}"] for k in fields})
+    for k in arrays.fields:
+        if "_" not in k or k.split("_")[0] not in ("Jet", "Electron", "Muon", "GenPart", "nJet"):
+            if not k.startswith("n") and k not in drop:
+                out[k] = arrays[k]
+    if transform:
+        out = transform(out)
+    with uproot.recreate(dst) as f:
+        f.mktree("Events", {k: (v.type if isinstance(v, ak.Array) else v.dtype) for k, v in out.items()})
+        f["Events"].extend(out)
+    return dst
+
+
+def test_real_nanoaod_conventions(tmp_path, nanoaod_files, quickstart):
+    """A file laid out like central CMS NanoAOD: unsigned counters and UChar flags, extra collections and
+    trigger bits, no truth record, no Runs tree, no genWeight (collision data)."""
+
+    def to_central(out):
+        out["Jet"] = ak.zip({**{k: out["Jet"][k] for k in ("pt", "eta", "phi", "mass", "btagDeepFlavB")},
+                             "jetId": ak.values_astype(out["Jet"]["jetId"], np.uint8),
+                             "btagDeepFlavCvL": out["Jet"]["btagDeepFlavB"] * 0.5,
+                             "puId": ak.values_astype(out["Jet"]["jetId"] + 1, np.uint8)})
+        out["Electron"] = ak.zip({**{k: out["Electron"][k] for k in ("pt", "eta", "phi", "mass", "charge",
+                                                                      "pfRelIso03_all")},
+                                  "cutBased": ak.values_astype(out["Electron"]["cutBased"], np.uint8)})
+        out["Photon"] = ak.zip({"pt": out["Jet"]["pt"][:, :1] * 0.3, "eta": out["Jet"]["eta"][:, :1]})
+        out.pop("GenPart")
+        for k in ("genWeight", "GenMET_pt", "GenMET_phi"):
+            out.pop(k)
+        n = len(out["MET_pt"])
+        out["HLT_IsoMu24"] = np.ones(n, dtype=bool)
+        out["PV_npvs"] = np.full(n, 32, dtype=np.int32)
+        out["PuppiMET_pt"] = out["MET_pt"]
+        out["PuppiMET_phi"] = out["MET_phi"]
+        return out
+
+    path = _rewrite(nanoaod_files["background"], tmp_path / "central.root", transform=to_central)
+    with uproot.open(path) as f:
+        assert "GenPart_pt" not in f["Events"].keys() and "Runs" not in f
+        assert f["Events"]["Jet_jetId"].interpretation.content.from_dtype == np.dtype(">u1")
+    norm = sample_normalisation(quickstart, "background", [path])
+    cols, cutflow = skim_nanoaod(path, quickstart, 0, norm)
+    assert cutflow["all"]["events"] == 40_000 and len(cols["label"]) > 5000
+    assert cols["weight"][0] == pytest.approx(quickstart.sample("background").cross_section_pb
+                                              * quickstart.luminosity_pb / 40_000)
+    # the MET collection is configurable (Run 3 analyses use PUPPI MET)
+    d = tiny_config_dict(skim={"met_collection": "PuppiMET"})
+    cols2, _ = skim_nanoaod(path, config_from_dict(d), 0, norm)
+    np.testing.assert_array_equal(cols2["missing_energy_magnitude"][:100], cols["missing_energy_magnitude"][:100])
+
+
+def test_missing_file_and_non_root_file(tmp_path, quickstart):
+    with pytest.raises(InputError, match="no such file"):
+        skim_nanoaod(tmp_path / "nope.root", quickstart, 0, 1.0)
+    text = tmp_path / "notes.root"
+    text.write_text("this is not a ROOT file\n" * 100)
+    with pytest.raises(InputError, match="not a readable ROOT file"):
+        skim_nanoaod(text, quickstart, 0, 1.0)
+    empty = tmp_path / "empty.root"
+    empty.touch()
+    with pytest.raises(InputError, match="file is empty"):
+        skim_nanoaod(empty, quickstart, 0, 1.0)
+
+
+def test_truncated_file(tmp_path, nanoaod_files, quickstart):
+    data = nanoaod_files["signal"].read_bytes()
+    cut = tmp_path / "cut.root"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.root: (not a readable ROOT file|truncated ROOT file)"):
+        skim_nanoaod(cut, quickstart, 1, 1.0)
+
+
+def test_missing_branch(tmp_path, nanoaod_files, quickstart):
+    path = _rewrite(nanoaod_files["signal"], tmp_path / "nobtag.root", drop=("Jet_btagDeepFlavB",))
+    with pytest.raises(InputError, match="NanoAOD branches missing: Jet_btagDeepFlavB"):
+        skim_nanoaod(path, quickstart, 1, 1.0)
+
+
+def test_empty_selection_is_an_empty_result(nanoaod_files):
+    cfg = config_from_dict(tiny_config_dict(skim={"jet_min_pt": 5000.0}))
+    cols, cutflow = skim_nanoaod(nanoaod_files["signal"], cfg, 1, 1.0)
+    assert len(cols["label"]) == 0 and cutflow["min_jets"]["events"] == 0
+    assert cutflow["one_lepton"]["events"] > 0
+
+
+def test_nan_rows_are_counted_and_dropped(tmp_path, nanoaod_files, quickstart):
+    def poison(out):
+        met = np.asarray(out["MET_pt"]).copy()
+        met[::10] = np.nan
+        out["MET_pt"] = met
+        return out
+
+    path = _rewrite(nanoaod_files["signal"], tmp_path / "nan.root", transform=poison)
+    cols, cutflow = skim_nanoaod(path, quickstart, 1, 1.0)
+    dropped = cutflow["min_btags"]["events"] - cutflow["finite_features"]["events"]
+    assert 0.05 * cutflow["min_btags"]["events"] < dropped < 0.15 * cutflow["min_btags"]["events"]
+    assert all(np.all(np.isfinite(cols[f])) for f in FEATURES)
