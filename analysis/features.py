@@ -19,9 +19,8 @@ High level (7), with this jet assignment (the paper does not document one; ours 
 
 from __future__ import annotations
 
-import awkward as ak
 import numpy as np
-from coffea.nanoevents.methods import vector
+import vector
 
 M_W = 80.38
 M_TOP = 172.5
@@ -55,13 +54,12 @@ def neutrino_pz(lep_px, lep_py, lep_pz, lep_e, met_px, met_py, m_w: float = M_W)
     return np.where(np.abs(a - root) < np.abs(a + root), a - root, a + root)
 
 
-def _lorentz(px, py, pz, e) -> ak.Array:
-    return ak.zip({"x": px, "y": py, "z": pz, "t": e}, with_name="LorentzVector", behavior=vector.behavior)
+def _lorentz(px, py, pz, e):
+    return vector.array({"px": px, "py": py, "pz": pz, "E": e})
 
 
-def _ptetaphim(pt, eta, phi, mass) -> ak.Array:
-    return ak.zip({"pt": pt, "eta": eta, "phi": phi, "mass": mass}, with_name="PtEtaPhiMLorentzVector",
-                  behavior=vector.behavior)
+def _ptetaphim(pt, eta, phi, mass):
+    return vector.array({"pt": pt, "eta": eta, "phi": phi, "mass": mass})
 
 
 def btag_levels(score: np.ndarray, working_points: list[float]) -> np.ndarray:
@@ -88,7 +86,7 @@ def compute_features(lepton: dict, met: dict, jets: dict, btag_working_points: l
 
     lep = _ptetaphim(lepton["pt"], lepton["eta"], lepton["phi"], lepton.get("mass", np.zeros_like(lepton["pt"])))
     met_px, met_py = met["pt"] * np.cos(met["phi"]), met["pt"] * np.sin(met["phi"])
-    pz = neutrino_pz(np.asarray(lep.x), np.asarray(lep.y), np.asarray(lep.z), np.asarray(lep.t), met_px, met_py)
+    pz = neutrino_pz(lep.px, lep.py, lep.pz, lep.E, met_px, met_py)
     nu = _lorentz(met_px, met_py, pz, np.sqrt(met_px**2 + met_py**2 + pz**2))
     w_lep = lep + nu
 

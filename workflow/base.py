@@ -19,8 +19,6 @@ import luigi
 
 from analysis.config import AnalysisConfig, ConfigError, load_config
 
-law.contrib.load("tasks")
-
 
 def store_base() -> str:
     """Root of all outputs: ``$HEPFLOWS_STORE``, else ``<repository>/data/store``."""
@@ -44,16 +42,15 @@ class AnalysisTask(law.Task):
                                  "higgs_csv samples (e.g. the full HIGGS.csv.gz); default: as configured")
 
     task_namespace = None
-    # parameters passed on to required tasks by req()
-    exclude_params_req: set[str] = set()
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # load and validate the configuration now, so a bad config stops before any work starts
+        # load and validate the configuration now, so a bad config stops before any work starts, with one
+        # message naming the key (SystemExit passes luigi's exception handling without a traceback)
         try:
             self.analysis_config
         except ConfigError as e:
-            raise ValueError(str(e)) from None
+            raise SystemExit(f"hepflows: {e}") from None
 
     @property
     def analysis_config(self) -> AnalysisConfig:
@@ -87,7 +84,5 @@ class AnalysisTask(law.Task):
 
 
 class AnalysisWorkflow(AnalysisTask, law.LocalWorkflow):
-    """Base of every branched stage. Remote execution is added here as a second workflow base."""
-
-    def htcondor_output_directory(self):  # used once the HTCondor workflow base is added
-        return law.LocalDirectoryTarget(self.local_path("jobs"))
+    """Base of every branched stage. Remote execution (law's HTCondor workflow) is added here as a second
+    workflow base, so that no task changes."""

@@ -80,10 +80,9 @@ class Skim(AnalysisWorkflow):
             columns, cutflow = skim_higgs_csv(d["file"], sample.label, d["start"], d["stop"])
         else:
             if d["source"] == "generator":
-                targets = self.input()
-                files = [t.path for t in targets.values()]
-                own = GenerateEvents.req(self, branch=self._generator_branches(d["sample"])[d["index"]])
-                path = own.output().path
+                inputs = self.input()
+                files = [t.path for t in inputs.values()]
+                path = inputs[self._generator_branches(d["sample"])[d["index"]]].path
             else:
                 files = [b["file"] for b in self.branch_map.values() if b["sample"] == d["sample"]]
                 path = d["file"]

@@ -1,0 +1,1 @@
+"""hepflows benchmarks: ``python -m benchmarks [--quick]``; results in ``benchmarks/results/<date>.json``."""

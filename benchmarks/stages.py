@@ -1,0 +1,109 @@
+"""Benchmarks of the pipeline's stages, each against a reference measured in the same run.
+
+Every figure is the median over repeated runs of the project's real code path, with the spread (min, max).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import awkward as ak
+import numpy as np
+import uproot
+
+from analysis.config import AnalysisConfig
+from analysis.generator.nanoaod import generate_batch, to_nanoaod, write_nanoaod_file
+from analysis.readers import required_nanoaod_branches
+from analysis.skim import skim_nanoaod
+
+
+def timed(fn: Callable[[], object], repeats: int) -> dict:
+    """Run ``fn`` ``repeats`` times (after one warm-up); median, min and max wall time in seconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "repeats": repeats}
+
+
+def _rate(n: int, t: dict) -> dict:
+    return {"median": n / t["median_s"], "min": n / t["max_s"], "max": n / t["min_s"]}
+
+
+def bench_generator(cfg: AnalysisConfig, n_events: int, repeats: int, workdir: Path) -> dict:
+    """Event generation + detector simulation + NanoAOD writing, in one process (one core), against uproot
+    alone writing the same arrays."""
+    path = workdir / "gen.root"
+    full = timed(lambda: write_nanoaod_file(path, cfg, "background", 0, n_events=n_events), repeats)
+    truth, reco = generate_batch(np.random.default_rng(1), "ttbar", n_events, cfg)
+    branches = to_nanoaod(truth, reco, 1, 1)
+
+    def write_only():
+        with uproot.recreate(workdir / "ref.root", compression=uproot.LZ4(1)) as f:
+            f.mktree("Events", {k: v.type if isinstance(v, ak.Array) else v.dtype for k, v in branches.items()})
+            f["Events"].extend(branches)
+
+    ref = timed(write_only, repeats)
+    return {
+        "n_events": n_events,
+        "events_per_s_per_core": _rate(n_events, full),
+        "uproot_write_only_events_per_s": _rate(n_events, ref),
+        "time_ratio_to_uproot_write": full["median_s"] / ref["median_s"],
+        "timing": full,
+        "aim_events_per_s_per_core": 200_000,
+    }
+
+
+def bench_skim(cfg: AnalysisConfig, n_events: int, repeats: int, workdir: Path) -> dict:
+    """The coffea skim of one NanoAOD file against plain uproot reading of the branches it needs."""
+    path = workdir / "skim_input.root"
+    write_nanoaod_file(path, cfg, "background", 0, n_events=n_events)
+    s = cfg.skim
+    skim = timed(lambda: skim_nanoaod(path, cfg, 0, 1.0), repeats)
+    branches = required_nanoaod_branches(s.btag_discriminant, s.met_collection) + [
+        "Jet_jetId", "Electron_cutBased", "Electron_pfRelIso03_all", "Muon_tightId", "Muon_pfRelIso04_all",
+        "genWeight", "event"]
+
+    def bare_read():
+        with uproot.open(path) as f:
+            f["Events"].arrays(branches)
+
+    ref = timed(bare_read, repeats)
+    return {
+        "n_events": n_events,
+        "skim_events_per_s": _rate(n_events, skim),
+        "uproot_read_events_per_s": _rate(n_events, ref),
+        "time_ratio_to_bare_read": skim["median_s"] / ref["median_s"],
+        "timing": skim,
+        "aim_time_ratio": 2.0,
+    }
+
+
+def bench_skim_scaling(cfg: AnalysisConfig, sizes: list[int], repeats: int, workdir: Path) -> dict:
+    """Skim time against the number of events; the slope of log(time) against log(events)."""
+    rows = []
+    for n in sizes:
+        path = workdir / f"scale_{n}.root"
+        write_nanoaod_file(path, cfg, "background", 0, n_events=n)
+        t = timed(lambda: skim_nanoaod(path, cfg, 0, 1.0), repeats)
+        rows.append({"n_events": n, "median_s": t["median_s"]})
+    slope = float(np.polyfit(np.log([r["n_events"] for r in rows]), np.log([r["median_s"] for r in rows]), 1)[0])
+    return {"points": rows, "loglog_slope": slope}
+
+
+def run_all(cfg: AnalysisConfig, quick: bool) -> dict:
+    repeats = 3 if quick else 5
+    with tempfile.TemporaryDirectory(prefix="hepflows-bench-") as d:
+        work = Path(d)
+        return {
+            "generator": bench_generator(cfg, 50_000 if quick else 300_000, repeats, work),
+            "skim": bench_skim(cfg, 100_000 if quick else 500_000, repeats, work),
+            "skim_scaling": bench_skim_scaling(cfg, [25_000, 50_000, 100_000] if quick
+                                               else [100_000, 300_000, 1_000_000], 3, work),
+        }
