@@ -277,6 +277,107 @@ class SkimConfig:
                f"{self.btag_working_point!r}")
 
 
+PARTITIONS = ("train", "validation", "reference")
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    """Fractions of every sample's selected events in each disjoint partition: ``train`` (generator and
+    classifier training), ``validation`` (early stopping), ``reference`` (evaluation and analysis templates)."""
+
+    train: float = 0.5
+    validation: float = 0.1
+    reference: float = 0.4
+
+    def validate(self, path: str) -> None:
+        for name in PARTITIONS:
+            _check(0.0 < getattr(self, name) < 1.0, f"{path}.{name}: must lie in (0, 1), got {getattr(self, name)}")
+        total = self.train + self.validation + self.reference
+        _check(abs(total - 1.0) < 1e-6, f"{path}: fractions must sum to 1, got {total}")
+
+
+# zoo model name -> its hyperparameters (the defaults live in models/flows.py)
+FLOW_MODELS: dict[str, tuple[str, ...]] = {
+    "maf": ("transforms", "hidden_features"),
+    "nsf": ("transforms", "hidden_features", "bins"),
+    "nsf_coupling": ("transforms", "hidden_features", "bins"),
+    "realnvp": ("transforms", "hidden_features"),
+    "made_mog": ("components", "hidden_features"),
+}
+
+
+@dataclass(frozen=True)
+class FlowTrainingConfig:
+    epochs: int = 40
+    batch_size: int = 512
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    patience: int = 6
+    grad_clip: float = 5.0
+    # cap on training events (0: all of the train partition)
+    max_train_events: int = 0
+
+    def validate(self, path: str) -> None:
+        _check(self.epochs >= 1, f"{path}.epochs: must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 2, f"{path}.batch_size: must be >= 2, got {self.batch_size}")
+        _positive(f"{path}.learning_rate", self.learning_rate)
+        _positive(f"{path}.weight_decay", self.weight_decay, strict=False)
+        _check(self.patience >= 1, f"{path}.patience: must be >= 1, got {self.patience}")
+        _positive(f"{path}.grad_clip", self.grad_clip)
+        _check(self.max_train_events >= 0, f"{path}.max_train_events: must be >= 0, got {self.max_train_events}")
+
+
+@dataclass(frozen=True)
+class FlowGenerationConfig:
+    n_events: int = 100_000
+    events_per_chunk: int = 1_000_000
+    batch_size: int = 100_000
+
+    def validate(self, path: str) -> None:
+        for name in ("n_events", "events_per_chunk", "batch_size"):
+            _check(getattr(self, name) >= 1, f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
+        _check(self.n_events <= 10**9, f"{path}.n_events: at most 10^9, got {self.n_events}")
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Which zoo models to train (each with each seed), the generator used downstream, and their settings."""
+
+    models: tuple[str, ...] = ("realnvp",)
+    default: str = "realnvp"
+    seeds: tuple[int, ...] = (1,)
+    hyperparameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    training: FlowTrainingConfig = FlowTrainingConfig()
+    generation: FlowGenerationConfig = FlowGenerationConfig()
+
+    def validate(self, path: str) -> None:
+        known = ", ".join(FLOW_MODELS)
+        _check(len(self.models) > 0, f"{path}.models: at least one model is needed")
+        for m in self.models:
+            _check(m in FLOW_MODELS, f"{path}.models: unknown flow model {m!r}; the zoo has: {known}")
+        _check(len(set(self.models)) == len(self.models), f"{path}.models: a model is listed twice")
+        _check(self.default in self.models, f"{path}.default: {self.default!r} must be one of models "
+               f"{list(self.models)}")
+        _check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
+               f"{path}.seeds: at least one seed, no duplicates")
+        for s in self.seeds:
+            _check(s >= 0, f"{path}.seeds: seeds must be >= 0, got {s}")
+        for m, hyper in self.hyperparameters.items():
+            _check(m in FLOW_MODELS, f"{path}.hyperparameters.{m}: unknown flow model; the zoo has: {known}")
+            for k, v in hyper.items():
+                _check(k in FLOW_MODELS[m], f"{path}.hyperparameters.{m}.{k}: unknown hyperparameter; known: "
+                       f"{', '.join(FLOW_MODELS[m])}")
+                if k == "hidden_features":
+                    _check(isinstance(v, (list, tuple)) and len(v) > 0 and all(
+                        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in v),
+                        f"{path}.hyperparameters.{m}.{k}: expected a list of positive integers, got {v!r}")
+                else:
+                    _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                           f"{path}.hyperparameters.{m}.{k}: expected a positive integer, got {v!r}")
+        self.training.validate(f"{path}.training")
+        self.generation.validate(f"{path}.generation")
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     name: str
@@ -287,6 +388,8 @@ class AnalysisConfig:
     physics: PhysicsConfig = PhysicsConfig()
     detector: DetectorConfig = DetectorConfig()
     skim: SkimConfig = SkimConfig()
+    partition: PartitionConfig = PartitionConfig()
+    flows: FlowConfig = FlowConfig()
     # units of the feature columns: "GeV" for generated and NanoAOD inputs, "normalised" for the UCI HIGGS CSV
     feature_units: Literal["GeV", "normalised"] = "GeV"
 
@@ -301,6 +404,8 @@ class AnalysisConfig:
         self.physics.validate(f"{p}physics")
         self.detector.validate(f"{p}detector")
         self.skim.validate(f"{p}skim", self.detector)
+        self.partition.validate(f"{p}partition")
+        self.flows.validate(f"{p}flows")
         _check(self.feature_units in ("GeV", "normalised"),
                f"{p}feature_units: must be 'GeV' or 'normalised', got {self.feature_units!r}")
 
@@ -353,7 +458,7 @@ def _convert(value: Any, tp: Any, path: str, base: Any = None) -> Any:
         for k, v in value.items():
             _check(isinstance(k, str), f"{path}: keys must be strings, got {k!r}")
             out[k] = _convert(v, vtp, f"{path}.{k}")
-        return types.MappingProxyType(out)
+        return types.MappingProxyType(out) if ktp is str and vtp is not Any else out
     if origin is tuple:
         _check(isinstance(value, (list, tuple)), f"{path}: expected a list, got {type(value).__name__}")
         inner = args[0] if args else Any

@@ -10,7 +10,8 @@ High level (7), with this jet assignment (the paper does not document one; ours 
 - the two of the four leading jets with the highest b-tag score are the b candidates, the other two form the
   hadronic W: ``m_jj``;
 - the neutrino pz solves m(l nu) = m_W with the MET as neutrino pT (the smaller-|pz| root; the real part when
-  there is no real root), so ``m_lv`` sits at m_W whenever a real solution exists, as in the published data;
+  there is no real root), so ``m_lv`` is exactly m_W whenever a real solution exists (a point mass) and above
+  it otherwise;
 - of the two b candidates, the one making m(jj b) closer to m_t forms the hadronic top, ``m_jjj``; the other
   joins the leptonic W: ``m_jlv``;
 - ``m_bb`` = m(b b); ``m_wbb`` = m(l nu b b) (the leptonic W with the h -> bb candidate, i.e. the H+- candidate
@@ -40,18 +41,36 @@ BTAG_FEATURES = [f"jet{i}_btag" for i in range(1, 5)]
 ANGLE_FEATURES = ["lepton_phi", "missing_energy_phi"] + [f"jet{i}_phi" for i in range(1, 5)]
 
 
-def neutrino_pz(lep_px, lep_py, lep_pz, lep_e, met_px, met_py, m_w: float = M_W) -> np.ndarray:
+def neutrino_pz(lep_px, lep_py, lep_pz, lep_e, met_px, met_py, m_w: float = M_W, return_real: bool = False):
     """Longitudinal neutrino momentum from the W-mass constraint m(l nu) = m_W (massless lepton and neutrino).
 
     Returns the root of smaller absolute value, or the real part of the complex pair when the discriminant is
-    negative (MET resolution pushed the transverse mass above m_W).
+    negative (MET resolution pushed the transverse mass above m_W). With ``return_real``, also the mask of
+    events whose solution is real (where m(l nu) = m_W exactly).
     """
     pt2 = lep_px**2 + lep_py**2
     mu = 0.5 * m_w**2 + lep_px * met_px + lep_py * met_py
     a = mu * lep_pz / pt2
     disc = a**2 - (lep_e**2 * (met_px**2 + met_py**2) - mu**2) / pt2
     root = np.sqrt(np.maximum(disc, 0.0))
-    return np.where(np.abs(a - root) < np.abs(a + root), a - root, a + root)
+    pz = np.where(np.abs(a - root) < np.abs(a + root), a - root, a + root)
+    return (pz, disc >= 0) if return_real else pz
+
+
+def lv_mass(lepton_pt, lepton_eta, lepton_phi, met, met_phi, lepton_mass=0.0) -> np.ndarray:
+    """m(l nu) with the neutrino pz from the W-mass constraint: exactly m_W where the constraint has a real
+    solution, above it otherwise. A deterministic function of the lepton and MET features."""
+    lep = _ptetaphim(lepton_pt, lepton_eta, lepton_phi, np.broadcast_to(lepton_mass, np.shape(lepton_pt)))
+    met_px, met_py = met * np.cos(met_phi), met * np.sin(met_phi)
+    pz, real = neutrino_pz(lep.px, lep.py, lep.pz, lep.E, met_px, met_py, return_real=True)
+    nu = _lorentz(met_px, met_py, pz, np.sqrt(met_px**2 + met_py**2 + pz**2))
+    return np.where(real, M_W, np.maximum(np.asarray((lep + nu).mass), M_W))
+
+
+DERIVED_FEATURES = {
+    "m_lv": (("lepton_pT", "lepton_eta", "lepton_phi", "missing_energy_magnitude", "missing_energy_phi"), lv_mass),
+}
+"""Features that are deterministic functions of others (valid for features in GeV): name -> (inputs, function)."""
 
 
 def _lorentz(px, py, pz, e):
@@ -86,7 +105,7 @@ def compute_features(lepton: dict, met: dict, jets: dict, btag_working_points: l
 
     lep = _ptetaphim(lepton["pt"], lepton["eta"], lepton["phi"], lepton.get("mass", np.zeros_like(lepton["pt"])))
     met_px, met_py = met["pt"] * np.cos(met["phi"]), met["pt"] * np.sin(met["phi"])
-    pz = neutrino_pz(lep.px, lep.py, lep.pz, lep.E, met_px, met_py)
+    pz, real = neutrino_pz(lep.px, lep.py, lep.pz, lep.E, met_px, met_py, return_real=True)
     nu = _lorentz(met_px, met_py, pz, np.sqrt(met_px**2 + met_py**2 + pz**2))
     w_lep = lep + nu
 
@@ -101,7 +120,8 @@ def compute_features(lepton: dict, met: dict, jets: dict, btag_working_points: l
     bb = b1 + b2
     out["m_jj"] = np.asarray(w_had.mass)
     out["m_jjj"] = np.where(first_is_had, np.asarray(top1.mass), np.asarray(top2.mass))
-    out["m_lv"] = np.asarray(w_lep.mass)
+    # exact where the constraint holds: the float64 roundoff of sqrt(E^2 - p^2) would smear the point mass
+    out["m_lv"] = np.where(real, M_W, np.maximum(np.asarray(w_lep.mass), M_W))
     out["m_jlv"] = b_lep_mass
     out["m_bb"] = np.asarray(bb.mass)
     out["m_wbb"] = np.asarray((w_lep + bb).mass)

@@ -1,17 +1,19 @@
 """The flat ntuple format shared by every stage after the skim.
 
 One ROOT file with a TTree ``Events``: the 28 feature columns of :data:`analysis.features.FEATURES` (float32),
-``label`` (1 signal, 0 background), ``weight`` (events expected in the configured luminosity, where the source
-provides a cross-section) and ``event`` (the source's event number or row index). A TObjString
+``label`` (1 signal, 0 background), ``generated`` (1 for flow-generated events, 0 for simulated or real ones),
+``weight`` (events expected in the configured luminosity, where the source provides a cross-section) and
+``event`` (the source's event number, row index, or the index of a generated event). A TObjString
 ``hepflows_metadata`` holds JSON provenance (sample, source, units, cutflow). Simulated, real and (later)
 flow-generated events are all stored this way, so downstream tasks read them identically.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import uproot
@@ -19,25 +21,48 @@ import uproot
 from .features import FEATURES
 from .io import InputError, atomic_path, open_root
 
-COLUMNS = FEATURES + ["label", "weight", "event"]
-_DTYPES = {"label": np.int32, "event": np.int64, "weight": np.float64}
+COLUMNS = FEATURES + ["label", "generated", "weight", "event"]
+_DTYPES = {"label": np.int32, "generated": np.int32, "event": np.int64, "weight": np.float64}
 
 
-def write_ntuple(path: str | os.PathLike, columns: dict[str, np.ndarray], metadata: dict) -> None:
-    """Write a flat ntuple atomically. ``columns`` must hold every name of :data:`COLUMNS`, all of one length."""
+def _checked(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     missing = [c for c in COLUMNS if c not in columns]
     if missing:
         raise ValueError(f"ntuple columns missing: {missing}")
     lengths = {len(columns[c]) for c in COLUMNS}
     if len(lengths) != 1:
         raise ValueError(f"ntuple columns differ in length: {sorted(lengths)}")
-    data = {c: np.asarray(columns[c], dtype=_DTYPES.get(c, np.float32)) for c in COLUMNS}
+    return {c: np.asarray(columns[c], dtype=_DTYPES.get(c, np.float32)) for c in COLUMNS}
+
+
+class _Writer:
+    def __init__(self, file):
+        self.file = file
+        self.file.mktree("Events", {c: np.dtype(_DTYPES.get(c, np.float32)) for c in COLUMNS})
+        self.n = 0
+
+    def extend(self, columns: dict[str, np.ndarray]) -> None:
+        data = _checked(columns)
+        if len(data["label"]):
+            self.file["Events"].extend(data)
+            self.n += len(data["label"])
+
+
+@contextlib.contextmanager
+def ntuple_writer(path: str | os.PathLike, metadata: dict) -> Iterator[_Writer]:
+    """Write a flat ntuple batch by batch (``writer.extend(columns)``); the file appears, complete, only when
+    the block ends without error."""
     with atomic_path(path) as tmp:
         with uproot.recreate(tmp, compression=uproot.LZ4(1)) as f:
-            f.mktree("Events", {c: v.dtype for c, v in data.items()})
-            if len(next(iter(data.values()))):
-                f["Events"].extend(data)
-            f["hepflows_metadata"] = json.dumps(metadata, default=str)
+            writer = _Writer(f)
+            yield writer
+            f["hepflows_metadata"] = json.dumps(dict(metadata, n_events=writer.n), default=str)
+
+
+def write_ntuple(path: str | os.PathLike, columns: dict[str, np.ndarray], metadata: dict) -> None:
+    """Write a flat ntuple atomically. ``columns`` must hold every name of :data:`COLUMNS`, all of one length."""
+    with ntuple_writer(path, metadata) as w:
+        w.extend(columns)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -45,6 +70,16 @@ def read_metadata(path: str | os.PathLike) -> dict:
     open_root(path)  # clear error for a missing or broken file
     f = uproot.open(path)
     return json.loads(str(f["hepflows_metadata"])) if "hepflows_metadata" in f else {}
+
+
+def feature_matrix(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The 28 features as a float64 array of shape (n, 28), in :data:`FEATURES` order."""
+    return np.stack([np.asarray(columns[f], dtype=np.float64) for f in FEATURES], axis=1)
+
+
+def select(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The given rows of every column."""
+    return {k: v[rows] for k, v in columns.items()}
 
 
 def read_ntuples(paths: Iterable[str | os.PathLike], columns: Sequence[str] = COLUMNS) -> dict[str, np.ndarray]:

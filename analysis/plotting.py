@@ -112,3 +112,30 @@ def plot_cutflow(cutflows: dict[str, dict], path: str | os.PathLike, title: str 
         fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_training_history(history: list[dict], path: str | os.PathLike, title: str = "",
+                          baseline: float | None = None, test_nll: float | None = None) -> list[Path]:
+    """Training and validation negative log-likelihood per epoch, the learning rate on a second axis, the best
+    epoch marked, and optionally a baseline (e.g. a Gaussian fit) and the test NLL as horizontal lines."""
+    plt.style.use(hep.style.ROOT)
+    fig, ax = plt.subplots(figsize=(9, 6))
+    epochs = [h["epoch"] for h in history]
+    ax.plot(epochs, [h["train_nll"] for h in history], "o-", label="training")
+    ax.plot(epochs, [h["val_nll"] for h in history], "s-", label="validation")
+    best = min(history, key=lambda h: h["val_nll"])
+    ax.axvline(best["epoch"], color="grey", ls=":", label=f"best epoch {best['epoch']}")
+    if baseline is not None:
+        ax.axhline(baseline, color="black", ls="--", label=f"multivariate Gaussian ({baseline:.2f})")
+    if test_nll is not None:
+        ax.axhline(test_nll, color="tab:red", ls="-.", label=f"test ({test_nll:.2f})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("negative log-likelihood per event")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [h["learning_rate"] for h in history], color="tab:green", alpha=0.5)
+    ax2.set_ylabel("learning rate", color="tab:green")
+    ax.legend(fontsize=12)
+    if title:
+        ax.set_title(title, fontsize=14)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -117,6 +117,7 @@ class SkimProcessor(processor.ProcessorABC):
 
         columns = {k: v[finite] for k, v in feats.items()}
         columns["label"] = np.full(int(finite.sum()), self.label, dtype=np.int32)
+        columns["generated"] = np.zeros(int(finite.sum()), dtype=np.int32)
         columns["weight"] = w_sel[finite]
         columns["event"] = np.asarray(events.event[sel], dtype=np.int64)[finite]
         return {"cutflow": cutflow, "columns": {k: processor.column_accumulator(v) for k, v in columns.items()}}
@@ -183,6 +184,7 @@ def skim_higgs_csv(path: str | os.PathLike, label: int, start: int, stop: int) -
     n_read = len(labels) + dropped
     columns = {name: feats[keep, i] for i, name in enumerate(FEATURES)}
     columns["label"] = labels[keep]
+    columns["generated"] = np.zeros(int(keep.sum()), dtype=np.int32)
     columns["weight"] = np.ones(int(keep.sum()))
     columns["event"] = rows[keep].astype(np.int64)
     cutflow = {

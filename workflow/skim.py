@@ -50,6 +50,14 @@ class Skim(AnalysisWorkflow):
                              for i in range(chunks)]
         return dict(enumerate(branches))
 
+    def outputs_by_sample(self) -> dict[str, list[dict]]:
+        """The workflow's branch outputs (``{"ntuple": ..., "cutflow": ...}``) grouped by sample."""
+        branch_map = self.get_branch_map()
+        grouped: dict[str, list[dict]] = {}
+        for b, targets in self.output()["collection"].targets.items():
+            grouped.setdefault(branch_map[b]["sample"], []).append(targets)
+        return grouped
+
     def _generator_branches(self, sample: str) -> list[int]:
         gen = GenerateEvents.req(self)
         return GenerateEvents.branches_of_sample(gen.get_branch_map(), sample)
@@ -115,26 +123,17 @@ class SkimSummary(AnalysisTask):
 
     def run(self):
         cfg = self.analysis_config
-        skim = self.requires()
-        branch_map = skim.get_branch_map()
-        collection = self.input()["collection"]
-        per_sample: dict[str, dict] = {}
-        for b, targets in collection.targets.items():
-            s = branch_map[b]["sample"]
-            entry = per_sample.setdefault(s, {"files": [], "cutflows": []})
-            entry["files"].append(targets["ntuple"].path)
-            entry["cutflows"].append(targets["cutflow"].load(formatter="json")["cutflow"])
-
         summary, cutflows, plot_samples = {}, {}, {}
-        for s, entry in per_sample.items():
-            cutflow = merge_cutflows(entry["cutflows"])
-            cols = read_ntuples(entry["files"])
+        for s, outputs in self.requires().outputs_by_sample().items():
+            files = [t["ntuple"].path for t in outputs]
+            cutflow = merge_cutflows([t["cutflow"].load(formatter="json")["cutflow"] for t in outputs])
+            cols = read_ntuples(files)
             n = len(cols["label"])
             if n == 0:
                 raise InputError(f"sample {s!r}: no event passes the selection; cutflow: "
                                  + ", ".join(f"{k}={v['events']}" for k, v in cutflow.items()))
             cutflows[s] = cutflow
-            summary[s] = {"label": cfg.sample(s).label, "files": entry["files"], "n_selected": n,
+            summary[s] = {"label": cfg.sample(s).label, "files": files, "n_selected": n,
                           "expected_yield": float(np.sum(cols["weight"])), "cutflow": cutflow}
             keep = slice(0, self.plot_max_events)
             plot_samples[f"{s} ({n} events)"] = ({k: v[keep] for k, v in cols.items()}, cols["weight"][keep])

@@ -1,0 +1,25 @@
+"""Deterministic, disjoint partitions of every sample: train, validation and reference.
+
+Decided once (by the configuration's seed and the sample's name) and used by every later stage: generator and
+classifier training use ``train`` with ``validation`` for early stopping; evaluation and analysis templates use
+``reference``. No event appears in two partitions.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from .config import PARTITIONS, PartitionConfig
+
+
+def partition_indices(n: int, fractions: PartitionConfig, seed: int, key: str) -> dict[str, np.ndarray]:
+    """Sorted row indices of each partition for ``n`` events; a seeded permutation split by ``fractions``."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(key.encode()), 0x9A57]))
+    perm = rng.permutation(n)
+    n_train = int(round(fractions.train * n))
+    n_val = int(round(fractions.validation * n))
+    cuts = {"train": perm[:n_train], "validation": perm[n_train:n_train + n_val],
+            "reference": perm[n_train + n_val:]}
+    return {name: np.sort(cuts[name]) for name in PARTITIONS}

@@ -1,0 +1,271 @@
+"""Flow stages: partitioning of the skimmed events, flow training per (model, seed), and event generation."""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+
+import luigi
+import numpy as np
+
+from analysis.config import PARTITIONS
+from analysis.features import FEATURES
+from analysis.io import InputError, write_json
+from analysis.ntuple import feature_matrix, ntuple_writer, read_ntuples, select, write_ntuple
+from analysis.partition import partition_indices
+from analysis.plotting import plot_features, plot_training_history
+from models.baselines import gaussian_nll
+from models.flows import build_flow, count_parameters, hyperparameters
+from models.io import load_generator, save_generator
+from models.preprocessing import Preprocessor
+from models.training import NonFiniteLossError, TrainSettings, nll, sample_batches, train_model
+from workflow.base import AnalysisTask, AnalysisWorkflow
+from workflow.skim import Skim
+
+
+class PartitionEvents(AnalysisTask):
+    """Split every sample's skimmed events into disjoint ``train``, ``validation`` and ``reference`` partitions
+    (fractions from the configuration, seeded by the configuration's seed and the sample name).
+
+    Weights in each partition are scaled so that every partition carries the sample's full expected yield.
+    Outputs: ``<sample>_<partition>.root`` and ``partition.json`` with the sizes and yields.
+    """
+
+    def requires(self):
+        return Skim.req(self)
+
+    def output(self):
+        cfg = self.analysis_config
+        out = {f"{s}_{p}": self.local_target(f"{s}_{p}.root") for s in cfg.samples for p in PARTITIONS}
+        out["partition"] = self.local_target("partition.json")
+        return out
+
+    def run(self):
+        cfg = self.analysis_config
+        out = self.output()
+        report = {}
+        for sample, outputs in self.requires().outputs_by_sample().items():
+            cols = read_ntuples([t["ntuple"].path for t in outputs])
+            n = len(cols["label"])
+            if n == 0:
+                raise InputError(f"sample {sample!r}: no skimmed events to partition")
+            total = float(cols["weight"].sum())
+            idx = partition_indices(n, cfg.partition, cfg.seed, sample)
+            sizes = {p: int(len(i)) for p, i in idx.items()}
+            for p, rows in idx.items():
+                part = select(cols, rows)
+                sumw = float(part["weight"].sum())
+                if sumw > 0:
+                    part["weight"] = part["weight"] * (total / sumw)
+                write_ntuple(out[f"{sample}_{p}"].path, part, {
+                    "sample": sample, "label": cfg.sample(sample).label, "partition": p, "sizes": sizes,
+                    "expected_yield": total, "seed": cfg.seed, "units": cfg.feature_units})
+            report[sample] = {"label": cfg.sample(sample).label, "sizes": sizes, "expected_yield": total}
+            self.publish_message(f"{sample}: " + ", ".join(f"{p} {k}" for p, k in sizes.items()))
+        write_json(out["partition"].path, {"fractions": {p: getattr(cfg.partition, p) for p in PARTITIONS},
+                                           "samples": report})
+
+    def background_files(self, partition: str) -> list[str]:
+        """Outputs of the background samples (label 0) for ``partition``."""
+        cfg = self.analysis_config
+        out = self.output()
+        return [out[f"{s}_{partition}"].path for s, sc in cfg.samples.items() if sc.label == 0]
+
+
+class FlowTask(AnalysisTask):
+    """Parameters shared by the flow stages: where to run, not what is computed (outputs do not depend on them)."""
+
+    device = luigi.Parameter(default="cpu", significant=False, description="torch device: cpu or cuda")
+    threads = luigi.IntParameter(default=0, significant=False, description="torch CPU threads (0: default)")
+
+
+class TrainFlow(FlowTask, AnalysisWorkflow):
+    """Train the configured zoo models on simulated background; one branch per (model, seed).
+
+    Outputs per branch under ``<model>_s<seed>/``: ``model.pt`` (weights, preprocessing, specification),
+    ``metrics.json`` (history, NLLs against a multivariate Gaussian, rates), ``loss.png`` and ``marginals.png``
+    (generated against reference events, all 28 features).
+    """
+
+    def create_branch_map(self):
+        flows = self.analysis_config.flows
+        return dict(enumerate({"model": m, "seed": s} for m in flows.models for s in flows.seeds))
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["partition"] = PartitionEvents.req(self)
+        return reqs
+
+    def requires(self):
+        return PartitionEvents.req(self)
+
+    def _dir(self) -> str:
+        return f"{self.branch_data['model']}_s{self.branch_data['seed']}"
+
+    def output(self):
+        d = self._dir()
+        return {name: self.local_target(d, name) for name in
+                ("model.pt", "metrics.json", "loss.png", "loss.pdf", "marginals.png", "marginals.pdf")}
+
+    @classmethod
+    def branch_of(cls, branch_map: dict, model: str, seed: int) -> int:
+        for b, data in branch_map.items():
+            if data["model"] == model and data["seed"] == seed:
+                return b
+        raise ValueError(f"no flow ({model}, seed {seed}) in the configuration; trained: "
+                         + ", ".join(f"({d['model']}, {d['seed']})" for d in branch_map.values()))
+
+    def run(self):
+        cfg = self.analysis_config
+        name, seed = self.branch_data["model"], self.branch_data["seed"]
+        part = self.requires()
+        data = {p: feature_matrix(read_ntuples(part.background_files(p))) for p in PARTITIONS}
+        cap = cfg.flows.training.max_train_events
+        if cap:
+            data["train"] = data["train"][:cap]
+        if len(data["train"]) < 2:
+            raise InputError(f"flow ({name}, seed {seed}): the training partition holds {len(data['train'])} "
+                             "background events; at least 2 are needed")
+        rng = np.random.default_rng(seed)
+        derived = ["m_lv"] if cfg.feature_units == "GeV" else []
+        prep = Preprocessor(FEATURES, derived=derived).fit(data["train"], rng)
+        z = {p: prep.forward(x, rng) for p, x in data.items()}
+
+        import torch
+
+        torch.manual_seed(seed)
+        hyper = hyperparameters(name, cfg.flows.hyperparameters.get(name))
+        model = build_flow(name, prep.flow_features, hyper)
+        t = cfg.flows.training
+        settings = TrainSettings(epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
+                                 weight_decay=t.weight_decay, patience=t.patience, grad_clip=t.grad_clip,
+                                 seed=seed, device=self.device, threads=self.threads)
+        ckpt = self.local_target(self._dir(), "checkpoint.pt")
+
+        def on_epoch(rec):
+            msg = (f"{name} s{seed} epoch {rec.epoch}/{t.epochs}: train NLL {rec.train_nll:.4f}, validation NLL "
+                   f"{rec.val_nll:.4f}, lr {rec.learning_rate:.2e}, {rec.events_per_s:,.0f} events/s")
+            self.logger.info(msg)
+            self.publish_message(msg)
+            self.publish_progress(100.0 * rec.epoch / t.epochs)
+
+        def checkpoint(state, rec):
+            save_generator(ckpt.path, name, hyper, state, prep, {"epoch": rec.epoch, "val_nll": rec.val_nll})
+
+        try:
+            result = train_model(model, z["train"], z["validation"], settings, on_epoch, checkpoint)
+        except NonFiniteLossError as e:
+            raise NonFiniteLossError(f"flow ({name}, seed {seed}): {e}; last good checkpoint: {ckpt.path}") \
+                from None
+        model.to("cpu")
+        x_ref = torch.as_tensor(z["reference"], dtype=torch.float32)
+        test_nll = nll(model, x_ref)
+        gauss = gaussian_nll(z["train"], z["reference"])
+
+        # sample as many events as the reference partition holds, timed, for the comparison plots
+        n_ref = len(data["reference"])
+        t0 = time.perf_counter()
+        gen = np.concatenate(list(sample_batches(model, n_ref, 100_000, seed)))
+        sample_rate = n_ref / (time.perf_counter() - t0)
+        generated = prep.inverse(gen)
+
+        history = [vars(h) for h in result.history]
+        sizes = {p: int(len(x)) for p, x in data.items()}
+        metrics = {
+            "model": name, "seed": seed, "hyperparameters": hyper, "parameters": count_parameters(model),
+            "partition_sizes": sizes, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+            "train_seconds": result.train_seconds, "train_events_per_s": float(np.median(
+                [h["events_per_s"] for h in history])),
+            "sampling_events_per_s": sample_rate, "nll": {"validation": result.best_val_nll, "test": test_nll,
+                                                          "gaussian_test": gauss},
+            "history": history,
+        }
+        out = self.output()
+        save_generator(out["model.pt"].path, name, hyper, model.state_dict(), prep,
+                       {"seed": seed, "config": cfg.name, "partition_sizes": sizes, "test_nll": test_nll,
+                        "gaussian_test_nll": gauss})
+        write_json(out["metrics.json"].path, metrics)
+        title = f"{cfg.name}: {name}, seed {seed}"
+        plot_training_history(history, out["loss.png"].path, title=title, baseline=gauss, test_nll=test_nll)
+        w = np.ones(n_ref)
+        plot_features({"reference (simulated)": (dict(zip(FEATURES, data["reference"].T)), w),
+                       f"generated ({name})": (dict(zip(FEATURES, generated.T)), w)},
+                      out["marginals.png"].path, units=cfg.feature_units, title=title)
+        ckpt.remove(silent=True)
+        self.publish_message(f"{name} s{seed}: test NLL {test_nll:.3f} (Gaussian {gauss:.3f}), sampling "
+                             f"{sample_rate:,.0f} events/s")
+
+
+class SampleFlow(FlowTask, AnalysisWorkflow):
+    """Generate ``--n-events`` background events with a trained flow, in chunks of ``events_per_chunk``
+    (one branch each), written in the skim's ntuple format with ``generated = 1`` and weights normalised to the
+    expected background yield. Memory stays flat: each chunk is sampled and written in batches.
+    """
+
+    flow_model = luigi.Parameter(default="", description="zoo model to sample; default: the config's default")
+    flow_seed = luigi.IntParameter(default=-1, description="training seed of the flow; default: the first one")
+    n_events = luigi.IntParameter(default=0, description="number of events; default: the config's value")
+
+    @property
+    def model_name(self) -> str:
+        return self.flow_model or self.analysis_config.flows.default
+
+    @property
+    def model_seed(self) -> int:
+        return self.flow_seed if self.flow_seed >= 0 else self.analysis_config.flows.seeds[0]
+
+    @property
+    def total_events(self) -> int:
+        return self.n_events or self.analysis_config.flows.generation.n_events
+
+    def store_parts(self):
+        return super().store_parts() + (f"{self.model_name}_s{self.model_seed}", f"n{self.total_events}")
+
+    def create_branch_map(self):
+        n, per = self.total_events, self.analysis_config.flows.generation.events_per_chunk
+        return {i: {"start": i * per, "stop": min((i + 1) * per, n)} for i in range(math.ceil(n / per))}
+
+    def _flow(self):
+        train = TrainFlow.req(self)
+        return TrainFlow.req(self, branch=TrainFlow.branch_of(train.get_branch_map(), self.model_name,
+                                                              self.model_seed))
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["flow"] = self._flow()
+        reqs["partition"] = PartitionEvents.req(self)
+        return reqs
+
+    def requires(self):
+        return {"flow": self._flow(), "partition": PartitionEvents.req(self)}
+
+    def output(self):
+        return self.local_target(f"generated_{self.branch}.root")
+
+    def run(self):
+        cfg = self.analysis_config
+        inputs = self.input()
+        model, prep, payload = load_generator(inputs["flow"]["model.pt"].path, device=self.device)
+        report = inputs["partition"]["partition"].load(formatter="json")
+        expected = sum(s["expected_yield"] for s in report["samples"].values() if s["label"] == 0)
+        start, stop = self.branch_data["start"], self.branch_data["stop"]
+        n = stop - start
+        weight = expected / self.total_events
+        seed = zlib.crc32(f"{self.model_name}/{self.model_seed}/{self.branch}".encode())
+        meta = {"sample": "generated", "model": self.model_name, "flow_seed": self.model_seed, "label": 0,
+                "generated": True, "chunk": self.branch, "total_events": self.total_events, "config": cfg.name,
+                "expected_yield": expected, "units": cfg.feature_units,
+                "partition_sizes": payload["metadata"].get("partition_sizes", {})}
+        done = 0
+        with ntuple_writer(self.output().path, meta) as writer:
+            for z in sample_batches(model, n, cfg.flows.generation.batch_size, seed, self.device):
+                x = prep.inverse(z)
+                m = len(x)
+                cols = dict(zip(FEATURES, x.T))
+                cols.update(label=np.zeros(m, np.int32), generated=np.ones(m, np.int32),
+                            weight=np.full(m, weight), event=np.arange(start + done, start + done + m))
+                writer.extend(cols)
+                done += m
+                self.publish_progress(100.0 * done / n)
+                self.publish_message(f"chunk {self.branch}: {done:,}/{n:,} events")
