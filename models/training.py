@@ -106,7 +106,7 @@ def train_model(
             if not torch.isfinite(loss):
                 model.load_state_dict(best_state)
                 raise NonFiniteLossError(
-                    f"epoch {epoch}: the training loss is {float(loss)}; training stopped, the best weights "
+                    f"epoch {epoch}: the training loss is {float(loss.detach())}; training stopped, the best weights "
                     f"(epoch {result.best_epoch}, validation NLL {result.best_val_nll:.4f}) are kept")
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+
+from analysis.features import ANGLE_FEATURES, BTAG_FEATURES, FEATURES
+from analysis.partition import partition_indices
+from analysis.config import PartitionConfig
+from analysis.readers import read_higgs_csv
+from models.preprocessing import Preprocessor, PreprocessingError, feature_kind
+
+
+def test_feature_kinds():
+    assert feature_kind("jet2_btag") == "discrete" and feature_kind("jet2_phi") == "angle"
+    assert feature_kind("lepton_eta") == "bounded" and feature_kind("m_wwbb") == "positive"
+    assert [feature_kind(f) for f in FEATURES].count("positive") == 13
+
+
+def test_roundtrip_on_real_higgs_data(higgs_sample):
+    _, x, _, _ = read_higgs_csv(higgs_sample)
+    x = x.astype(np.float64)
+    p = Preprocessor(FEATURES).fit(x, np.random.default_rng(1))
+    z = p.forward(x, np.random.default_rng(2))
+    assert z.shape == (7000, 28) and np.all(np.isfinite(z))
+    np.testing.assert_allclose(p.inverse(z), x, rtol=1e-6, atol=1e-6)  # float32 data
+    # discrete b tags come back on their exact levels
+    for f in BTAG_FEATURES:
+        i = FEATURES.index(f)
+        assert set(np.unique(p.inverse(z)[:, i])) == set(np.unique(x[:, i]))
+
+
+def test_roundtrip_with_derived_mass_on_generated_events(background_partitions):
+    train = background_partitions["train"]
+    p = Preprocessor(FEATURES, derived=["m_lv"]).fit(train, np.random.default_rng(1))
+    z = p.forward(train, np.random.default_rng(2))
+    assert z.shape == (len(train), 27) and p.flow_features == 27
+    np.testing.assert_allclose(p.inverse(z), train, rtol=1e-4, atol=1e-4)
+
+
+def test_standardised_and_gaussianised(background_partitions):
+    train = background_partitions["train"]
+    p = Preprocessor(FEATURES).fit(train, np.random.default_rng(1))
+    z = p.forward(train, np.random.default_rng(1))
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=0.02)  # up to the dequantisation noise
+    np.testing.assert_allclose(z.std(axis=0), 1.0, atol=0.02)
+    assert np.abs(z).max() < 8.0  # no heavy tails left for the flow to extrapolate
+
+
+def test_inverse_of_any_point_is_physical(background_partitions):
+    train = background_partitions["train"]
+    p = Preprocessor(FEATURES, derived=["m_lv"]).fit(train, np.random.default_rng(1))
+    x = p.inverse(np.random.default_rng(3).normal(0.0, 3.0, (20_000, 27)))
+    for i, f in enumerate(FEATURES):
+        kind = feature_kind(f)
+        if kind == "positive":
+            assert np.all(x[:, i] > 0), f
+        elif kind == "angle":
+            assert np.all(np.abs(x[:, i]) <= np.pi), f
+        elif kind == "discrete":
+            assert set(np.unique(x[:, i])) <= set(np.unique(train[:, i])), f
+        else:
+            assert np.all(np.abs(x[:, i]) <= np.abs(train[:, i]).max() * 1.01), f
+    assert np.all(x[:, FEATURES.index("m_lv")] >= 80.38 - 1e-4)
+
+
+def test_angles_are_relative_to_the_lepton(background_partitions):
+    train = background_partitions["train"]
+    p = Preprocessor(FEATURES).fit(train)
+    rotated = train.copy()
+    for f in ANGLE_FEATURES:
+        i = FEATURES.index(f)
+        rotated[:, i] = (rotated[:, i] + 1.0 + np.pi) % (2 * np.pi) - np.pi
+    z, zr = p.forward(train), p.forward(rotated)
+    others = [FEATURES.index(f) for f in FEATURES if f != "lepton_phi"]
+    np.testing.assert_allclose(z[:, others], zr[:, others], atol=1e-6)  # a global rotation moves one column
+
+
+def test_state_survives_weights_only_load(tmp_path, background_partitions):
+    train = background_partitions["train"]
+    p = Preprocessor(FEATURES, derived=["m_lv"]).fit(train, np.random.default_rng(1))
+    torch.save(p.state_dict(), tmp_path / "prep.pt")
+    q = Preprocessor.from_state_dict(torch.load(tmp_path / "prep.pt", weights_only=True))
+    z = p.forward(train[:1000], np.random.default_rng(5))
+    np.testing.assert_array_equal(q.forward(train[:1000], np.random.default_rng(5)), z)
+    np.testing.assert_array_equal(q.inverse(z), p.inverse(z))
+
+
+def test_bad_training_data():
+    x = np.abs(np.random.default_rng(0).normal(1, 0.3, (100, 28)))
+    bad = x.copy()
+    bad[5, FEATURES.index("jet1_pt")] = -3.0
+    with pytest.raises(PreprocessingError, match="jet1_pt: expected positive values"):
+        Preprocessor(FEATURES).fit(bad)
+    nan = x.copy()
+    nan[0, 0] = np.nan
+    with pytest.raises(PreprocessingError, match="NaN"):
+        Preprocessor(FEATURES).fit(nan)
+    with pytest.raises(PreprocessingError, match="not a discrete b-tag level"):
+        Preprocessor(FEATURES).fit(x)  # continuous values in the b-tag columns
+    with pytest.raises(PreprocessingError, match="at least 2"):
+        Preprocessor(FEATURES).fit(x[:1])
+    with pytest.raises(PreprocessingError, match="cannot derive"):
+        Preprocessor(FEATURES, derived=["m_bb"])
+
+
+def test_partitions_are_disjoint_and_reproducible():
+    fr = PartitionConfig()
+    a = partition_indices(10_000, fr, 42, "background")
+    b = partition_indices(10_000, fr, 42, "background")
+    c = partition_indices(10_000, fr, 42, "signal")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["train"], c["train"])
+    allidx = np.concatenate(list(a.values()))
+    assert len(np.unique(allidx)) == 10_000 == len(allidx)
+    assert len(a["train"]) == 5000 and len(a["validation"]) == 1000 and len(a["reference"]) == 4000
