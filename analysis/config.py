@@ -332,9 +332,11 @@ class FlowGenerationConfig:
     n_events: int = 100_000
     events_per_chunk: int = 1_000_000
     batch_size: int = 100_000
+    # generated events per model for the evaluation (it compares with half the reference partition at most)
+    evaluation_events: int = 20_000
 
     def validate(self, path: str) -> None:
-        for name in ("n_events", "events_per_chunk", "batch_size"):
+        for name in ("n_events", "events_per_chunk", "batch_size", "evaluation_events"):
             _check(getattr(self, name) >= 1, f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
         _check(self.n_events <= 10**9, f"{path}.n_events: at most 10^9, got {self.n_events}")
 

@@ -139,3 +139,94 @@ def plot_training_history(history: list[dict], path: str | os.PathLike, title: s
         ax.set_title(title, fontsize=14)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_overlays_with_ratio(simulated: np.ndarray, generated: np.ndarray, names: list[str],
+                             path: str | os.PathLike, units: str = "GeV", title: str = "",
+                             labels: tuple[str, str] = ("simulated", "generated")) -> list[Path]:
+    """Per feature: unit-area histograms of simulated (band: statistical uncertainty) and generated (points
+    with errors) events, and the ratio generated / simulated with both uncertainties, on a common binning."""
+    plt.style.use(hep.style.ROOT)
+    ncols = 7
+    nrows = int(np.ceil(len(names) / ncols))
+    fig = plt.figure(figsize=(4.2 * ncols, 4.6 * nrows))
+    outer = fig.add_gridspec(nrows, ncols, hspace=0.45, wspace=0.35)
+    for k, name in enumerate(names):
+        inner = outer[k // ncols, k % ncols].subgridspec(2, 1, height_ratios=(3, 1), hspace=0.05)
+        ax, rax = fig.add_subplot(inner[0]), fig.add_subplot(inner[1])
+        axis = feature_binning(name, simulated[:, k], generated[:, k])
+        edges = axis.edges
+        n_s, _ = np.histogram(np.clip(simulated[:, k], edges[0], edges[-1]), edges)
+        n_g, _ = np.histogram(np.clip(generated[:, k], edges[0], edges[-1]), edges)
+        f_s, f_g = n_s / max(n_s.sum(), 1), n_g / max(n_g.sum(), 1)
+        e_s, e_g = np.sqrt(n_s) / max(n_s.sum(), 1), np.sqrt(n_g) / max(n_g.sum(), 1)
+        centers = 0.5 * (edges[1:] + edges[:-1])
+        hep.histplot(f_s, edges, ax=ax, label=labels[0], histtype="step", color="tab:blue")
+        ax.stairs(f_s + e_s, edges, baseline=f_s - e_s, fill=True, alpha=0.3, color="tab:blue")
+        ax.errorbar(centers, f_g, yerr=e_g, fmt="o", ms=2.5, color="tab:orange", label=labels[1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(f_s > 0, f_g / f_s, np.nan)
+            r_err = np.where(f_s > 0, e_g / f_s, np.nan)
+            band = np.where(f_s > 0, e_s / f_s, np.nan)
+        rax.stairs(1 + band, edges, baseline=1 - band, fill=True, alpha=0.3, color="tab:blue")
+        rax.errorbar(centers, ratio, yerr=r_err, fmt="o", ms=2.5, color="tab:orange")
+        rax.axhline(1.0, color="black", lw=0.8)
+        rax.set_ylim(0.5, 1.5)
+        rax.set_xlabel(feature_axis_label(name, units), fontsize=12)
+        rax.set_ylabel("gen./sim.", fontsize=10)
+        ax.set_xticklabels([])
+        ax.set_ylabel("fraction", fontsize=11)
+        for a in (ax, rax):
+            a.tick_params(labelsize=9)
+            a.set_xlim(edges[0], edges[-1])
+        if k == 0:
+            ax.legend(fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=20)
+    return save_figure(fig, path)
+
+
+def plot_correlations(corr_simulated: np.ndarray, corr_generated: np.ndarray, names: list[str],
+                      path: str | os.PathLike, title: str = "") -> list[Path]:
+    """Correlation matrices of simulated and generated events side by side, and their difference."""
+    plt.style.use(hep.style.ROOT)
+    fig, axes = plt.subplots(1, 3, figsize=(30, 10))
+    diff = corr_generated - corr_simulated
+    lim = max(float(np.abs(diff).max()), 0.05)
+    for ax, mat, label, cmap, vmax in ((axes[0], corr_simulated, "simulated", "RdBu_r", 1.0),
+                                       (axes[1], corr_generated, "generated", "RdBu_r", 1.0),
+                                       (axes[2], diff, "generated - simulated", "PuOr_r", lim)):
+        im = ax.imshow(mat, cmap=cmap, vmin=-vmax, vmax=vmax)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=9)
+        ax.set_yticks(range(len(names)), names, fontsize=9)
+        ax.set_title(label, fontsize=16)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        fig.suptitle(title, fontsize=20)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_c2st(generated, reference, path: str | os.PathLike, title: str = "") -> list[Path]:
+    """Classifier two-sample test: held-out score distributions of simulated and generated events, and the ROC
+    curves of the generated-against-simulated and the MC-against-MC tests (``metrics.C2STResult`` objects)."""
+    plt.style.use(hep.style.ROOT)
+    fig, (ax, rax) = plt.subplots(1, 2, figsize=(16, 7))
+    bins = np.linspace(0, 1, 41)
+    ax.hist(generated.scores_a, bins, histtype="step", density=True, label="simulated (held out)")
+    ax.hist(generated.scores_b, bins, histtype="step", density=True, label="generated (held out)")
+    ax.set_xlabel("classifier score: P(generated)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=12)
+    rax.plot(generated.fpr, generated.tpr, label=f"generated vs simulated: AUC {generated.auc:.3f} "
+             f"$\\pm$ {generated.auc_error:.3f}")
+    rax.plot(reference.fpr, reference.tpr, label=f"simulated vs simulated: AUC {reference.auc:.3f} "
+             f"$\\pm$ {reference.auc_error:.3f}")
+    rax.plot([0, 1], [0, 1], color="grey", ls=":")
+    rax.set_xlabel("false positive rate")
+    rax.set_ylabel("true positive rate")
+    rax.legend(fontsize=12, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=16)
+    fig.tight_layout()
+    return save_figure(fig, path)

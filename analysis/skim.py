@@ -6,8 +6,9 @@ Object selection (where a branch is absent, as in minimal private NanoAOD, that 
   ``electron_min_cut_based``, ``Electron_pfRelIso03_all`` < ``electron_max_rel_iso``;
 - muons: pT > ``muon_min_pt``, |eta| < ``muon_max_eta``, ``Muon_tightId``, ``Muon_pfRelIso04_all`` <
   ``muon_max_rel_iso``;
-- jets: pT > ``jet_min_pt``, |eta| < ``jet_max_eta``, ``Jet_jetId`` >= ``jet_min_id``, and Delta R > ``lepton_jet_min_dr``
-  to every selected lepton (lepton-jet cleaning); b-tagged if the discriminant exceeds the chosen working point.
+- jets: pT > ``jet_min_pt``, |eta| < ``jet_max_eta``, ``Jet_jetId`` >= ``jet_min_id``, and
+  Delta R > ``lepton_jet_min_dr`` to every selected lepton (lepton-jet cleaning); b-tagged if the discriminant
+  exceeds the chosen working point.
 
 Event selection, each step a row of the cutflow (events and sum of weights): all events; exactly one selected
 lepton; at least ``min_jets`` jets; at least ``min_btags`` b-tagged jets; finite features (rows with NaN or

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -42,10 +41,19 @@ def markdown(results: dict) -> str:
         f"{g['uproot_write_only_events_per_s']['median']:,.0f} ev/s | time x{g['time_ratio_to_uproot_write']:.1f} |",
         f"| coffea skim ({s['n_events']:,} events) | {s['skim_events_per_s']['median']:,.0f} ev/s "
         f"[{s['skim_events_per_s']['min']:,.0f}, {s['skim_events_per_s']['max']:,.0f}] | plain uproot read of the "
-        f"same branches: {s['uproot_read_events_per_s']['median']:,.0f} ev/s | time x{s['time_ratio_to_bare_read']:.2f} |",
+        f"same branches: {s['uproot_read_events_per_s']['median']:,.0f} ev/s | "
+        f"time x{s['time_ratio_to_bare_read']:.2f} |",
         f"| skim scaling ({sizes} events) | "
         f"log-log slope {sc['loglog_slope']:.2f} | linear = 1.00 | |",
     ]
+    fl = results["flows"]
+    for name, r in fl["zoo"].items():
+        lines.append(f"| flow {name}: training ({r['train_events']:,} events/epoch) and sampling | "
+                     f"train {r['train_events_per_s']:,.0f} ev/s, sample {r['sampling_events_per_s']:,.0f} ev/s | | |")
+    d = fl["default"]
+    lines.append(f"| default flow ({d['model']}): 10^6 events | {d['seconds_per_million']:.1f} s (aim < 30 s), "
+                 f"log-log slope {d['loglog_slope']:.2f} | dense matmul {d['matmul_flops'] / 1e9:.0f} GFLOP/s | "
+                 f"{100 * d['fraction_of_matmul']:.1f} % of matmul ({d['achieved_flops'] / 1e9:.1f} GFLOP/s) |")
     return "\n".join(lines) + "\n"
 
 

@@ -106,4 +106,78 @@ def run_all(cfg: AnalysisConfig, quick: bool) -> dict:
             "skim": bench_skim(cfg, 100_000 if quick else 500_000, repeats, work),
             "skim_scaling": bench_skim_scaling(cfg, [25_000, 50_000, 100_000] if quick
                                                else [100_000, 300_000, 1_000_000], 3, work),
+            "flows": bench_flows(cfg, quick, work),
         }
+
+
+def _flow_training_data(cfg: AnalysisConfig, workdir: Path, n_events: int):
+    """Skimmed, partitioned, preprocessed background from the real generator and skim."""
+    from analysis.features import FEATURES
+    from analysis.ntuple import feature_matrix
+    from analysis.partition import partition_indices
+    from models.preprocessing import Preprocessor
+
+    path = workdir / "flow_input.root"
+    write_nanoaod_file(path, cfg, "background", 0, n_events=n_events)
+    x = feature_matrix(skim_nanoaod(path, cfg, 0, 1.0)[0])
+    parts = {p: x[i] for p, i in partition_indices(len(x), cfg.partition, cfg.seed, "background").items()}
+    rng = np.random.default_rng(1)
+    prep = Preprocessor(FEATURES, derived=["m_lv"] if cfg.feature_units == "GeV" else []).fit(parts["train"], rng)
+    return prep, {p: prep.forward(v, rng) for p, v in parts.items()}
+
+
+def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
+    """Dense float32 matrix-multiply rate of this process (FLOP/s), median over repeats."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t = timed(lambda: torch.mm(a, b), repeats)
+    return 2.0 * n**3 / t["median_s"]
+
+
+def bench_flows(cfg: AnalysisConfig, quick: bool, workdir: Path) -> dict:
+    """Training throughput per zoo model (one epoch, after a warm-up epoch), sampling throughput per zoo model,
+    and for the default generator: time for 10^6 events, scaling with the number of events, and its achieved
+    FLOP rate as a fraction of a dense matrix multiply measured in the same process."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from models.flows import DEFAULT_HYPERPARAMETERS, build_flow
+    from models.training import TrainSettings, sample_batches, train_model
+
+    prep, z = _flow_training_data(cfg, workdir, 60_000 if quick else 240_000)
+    n_train = len(z["train"])
+    zoo = {}
+    for name in DEFAULT_HYPERPARAMETERS:
+        torch.manual_seed(0)
+        model = build_flow(name, prep.flow_features)
+        res = train_model(model, z["train"], z["validation"], TrainSettings(epochs=2, patience=5))
+        autoregressive = name in ("maf", "nsf", "made_mog")
+        n_s = (2_000 if quick else 10_000) if autoregressive else (20_000 if quick else 100_000)
+        t = timed(lambda: [None for _ in sample_batches(model, n_s, 100_000, 1)], 1 if autoregressive else 3)
+        zoo[name] = {"train_events_per_s": res.history[-1].events_per_s, "train_events": n_train,
+                     "sampling_events_per_s": n_s / t["median_s"], "sampling_events": n_s,
+                     "sampling_timing": t}
+
+    default = cfg.flows.default
+    torch.manual_seed(0)
+    model = build_flow(default, prep.flow_features)
+    train_model(model, z["train"], z["validation"], TrainSettings(epochs=1))
+    sizes = [50_000, 100_000, 200_000] if quick else [100_000, 300_000, 1_000_000]
+    scaling = []
+    for n in sizes:
+        t = timed(lambda: [None for _ in sample_batches(model, n, 100_000, 1)], 1 if n >= 10**6 else 3)
+        scaling.append({"n_events": n, "median_s": t["median_s"]})
+    slope = float(np.polyfit(np.log(sizes), np.log([s["median_s"] for s in scaling]), 1)[0])
+    with FlopCounterMode(display=False) as counter:
+        next(sample_batches(model, 10_000, 10_000, 1))
+    flops_per_event = counter.get_total_flops() / 10_000
+    rate = sizes[-1] / scaling[-1]["median_s"]
+    peak = matmul_flops()
+    return {
+        "zoo": zoo,
+        "default": {"model": default, "scaling": scaling, "loglog_slope": slope,
+                    "seconds_per_million": 1e6 / rate, "aim_seconds_per_million": 30.0,
+                    "flops_per_event": flops_per_event, "achieved_flops": flops_per_event * rate,
+                    "matmul_flops": peak, "fraction_of_matmul": flops_per_event * rate / peak},
+    }

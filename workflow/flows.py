@@ -21,7 +21,7 @@ from models.io import load_generator, save_generator
 from models.preprocessing import Preprocessor
 from models.training import NonFiniteLossError, TrainSettings, nll, sample_batches, train_model
 from workflow.base import AnalysisTask, AnalysisWorkflow
-from workflow.skim import Skim
+from workflow.skim import Skim, SkimSummary
 
 
 class PartitionEvents(AnalysisTask):
@@ -33,7 +33,8 @@ class PartitionEvents(AnalysisTask):
     """
 
     def requires(self):
-        return Skim.req(self)
+        # the summary too: its cutflow and plots belong to every run, and it stops on an empty sample
+        return {"skim": Skim.req(self), "summary": SkimSummary.req(self)}
 
     def output(self):
         cfg = self.analysis_config
@@ -45,7 +46,7 @@ class PartitionEvents(AnalysisTask):
         cfg = self.analysis_config
         out = self.output()
         report = {}
-        for sample, outputs in self.requires().outputs_by_sample().items():
+        for sample, outputs in self.requires()["skim"].outputs_by_sample().items():
             cols = read_ntuples([t["ntuple"].path for t in outputs])
             n = len(cols["label"])
             if n == 0:

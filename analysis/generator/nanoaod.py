@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from pathlib import Path
 from typing import Callable
 
 import awkward as ak

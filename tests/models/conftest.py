@@ -1,7 +1,5 @@
-import numpy as np
 import pytest
 
-from analysis.features import FEATURES
 from analysis.ntuple import feature_matrix
 from analysis.partition import partition_indices
 

@@ -103,3 +103,25 @@ def test_real_higgs_data_trains_and_generates(env, higgs_sample):  # noqa: F811
     # 7000 real events leave about 1600 background events for training: enough to run the chain, too few for
     # the flow to beat a Gaussian (that is asserted at the quickstart's scale in tests/models)
     assert np.isfinite(metrics["nll"]["test"]) and metrics["partition_sizes"]["train"] > 1000
+
+
+def test_evaluation_and_comparison_table(env, flow_config):  # noqa: F811
+    law(env, "CompareGenerators", "--version", "v1", "--config", flow_config)
+    ev = store(env, "EvaluateFlow", "tinyflow", "v1")
+    for model in ("realnvp_s3", "made_mog_s3"):
+        m = json.loads((ev / model / "metrics.json").read_text())
+        assert set(m["features"]) == set(FEATURES)
+        w = m["features"]["lepton_pT"]
+        assert w["generated"]["wasserstein"]["error"] > 0 and w["mc_reference"]["wasserstein"]["value"] > 0
+        c = m["c2st"]
+        # MC against MC is consistent with 0.5; a briefly trained flow is distinguishable but not trivially
+        assert abs(c["mc_reference"]["auc"] - 0.5) < 4 * c["mc_reference"]["auc_error"] + 0.01
+        assert 0.5 < c["generated"]["auc"] < 0.999
+        for plot in ("features.png", "correlations.png", "c2st.png"):
+            assert (ev / model / plot).stat().st_size > 1000
+    table = store(env, "CompareGenerators", "tinyflow", "v1", "comparison.md").read_text()
+    assert "(best)" in table and "realnvp" in table and "made_mog" in table and "C2ST AUC, MC ref." in table
+    html = store(env, "CompareGenerators", "tinyflow", "v1", "comparison.html").read_text()
+    assert 'class="best"' in html
+    best = json.loads(store(env, "CompareGenerators", "tinyflow", "v1", "comparison.json").read_text())
+    assert best["rows"][0]["c2st_auc"] <= best["rows"][1]["c2st_auc"]
