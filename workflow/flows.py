@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 import zlib
 
 import luigi
@@ -15,11 +14,10 @@ from analysis.io import InputError, write_json
 from analysis.ntuple import feature_matrix, ntuple_writer, read_ntuples, select, write_ntuple
 from analysis.partition import partition_indices
 from analysis.plotting import plot_features, plot_training_history
-from models.baselines import gaussian_nll
-from models.flows import build_flow, count_parameters, hyperparameters
+from models.fit import fit_generator
+from models.flows import hyperparameters
 from models.io import load_generator, save_generator
-from models.preprocessing import Preprocessor
-from models.training import NonFiniteLossError, TrainSettings, nll, sample_batches, train_model
+from models.training import NonFiniteLossError, TrainSettings, sample_batches
 from workflow.base import AnalysisTask, AnalysisWorkflow
 from workflow.skim import Skim, SkimSummary
 
@@ -122,23 +120,10 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
         name, seed = self.branch_data["model"], self.branch_data["seed"]
         part = self.requires()
         data = {p: feature_matrix(read_ntuples(part.background_files(p))) for p in PARTITIONS}
-        cap = cfg.flows.training.max_train_events
-        if cap:
-            data["train"] = data["train"][:cap]
-        if len(data["train"]) < 2:
-            raise InputError(f"flow ({name}, seed {seed}): the training partition holds {len(data['train'])} "
-                             "background events; at least 2 are needed")
-        rng = np.random.default_rng(seed)
-        derived = ["m_lv"] if cfg.feature_units == "GeV" else []
-        prep = Preprocessor(FEATURES, derived=derived).fit(data["train"], rng)
-        z = {p: prep.forward(x, rng) for p, x in data.items()}
-
-        import torch
-
-        torch.manual_seed(seed)
-        hyper = hyperparameters(name, cfg.flows.hyperparameters.get(name))
-        model = build_flow(name, prep.flow_features, hyper)
         t = cfg.flows.training
+        if t.max_train_events:
+            data["train"] = data["train"][:t.max_train_events]
+        hyper = hyperparameters(name, cfg.flows.hyperparameters.get(name))
         settings = TrainSettings(epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
                                  weight_decay=t.weight_decay, patience=t.patience, grad_clip=t.grad_clip,
                                  seed=seed, device=self.device, threads=self.threads)
@@ -151,51 +136,31 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
             self.publish_message(msg)
             self.publish_progress(100.0 * rec.epoch / t.epochs)
 
-        def checkpoint(state, rec):
-            save_generator(ckpt.path, name, hyper, state, prep, {"epoch": rec.epoch, "val_nll": rec.val_nll})
-
+        derived = ["m_lv"] if cfg.feature_units == "GeV" else []
         try:
-            result = train_model(model, z["train"], z["validation"], settings, on_epoch, checkpoint)
+            fit = fit_generator(name, hyper, data, FEATURES, settings, derived, on_epoch, ckpt.path)
+        except ValueError as e:
+            raise InputError(f"flow ({name}, seed {seed}): {e}") from None
         except NonFiniteLossError as e:
             raise NonFiniteLossError(f"flow ({name}, seed {seed}): {e}; last good checkpoint: {ckpt.path}") \
                 from None
-        model.to("cpu")
-        x_ref = torch.as_tensor(z["reference"], dtype=torch.float32)
-        test_nll = nll(model, x_ref)
-        gauss = gaussian_nll(z["train"], z["reference"])
 
-        # sample as many events as the reference partition holds, timed, for the comparison plots
-        n_ref = len(data["reference"])
-        t0 = time.perf_counter()
-        gen = np.concatenate(list(sample_batches(model, n_ref, 100_000, seed)))
-        sample_rate = n_ref / (time.perf_counter() - t0)
-        generated = prep.inverse(gen)
-
-        history = [vars(h) for h in result.history]
-        sizes = {p: int(len(x)) for p, x in data.items()}
-        metrics = {
-            "model": name, "seed": seed, "hyperparameters": hyper, "parameters": count_parameters(model),
-            "partition_sizes": sizes, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-            "train_seconds": result.train_seconds, "train_events_per_s": float(np.median(
-                [h["events_per_s"] for h in history])),
-            "sampling_events_per_s": sample_rate, "nll": {"validation": result.best_val_nll, "test": test_nll,
-                                                          "gaussian_test": gauss},
-            "history": history,
-        }
+        m = fit.metrics
         out = self.output()
-        save_generator(out["model.pt"].path, name, hyper, model.state_dict(), prep,
-                       {"seed": seed, "config": cfg.name, "partition_sizes": sizes, "test_nll": test_nll,
-                        "gaussian_test_nll": gauss})
-        write_json(out["metrics.json"].path, metrics)
+        save_generator(out["model.pt"].path, name, hyper, fit.model.state_dict(), fit.preprocessor,
+                       {"seed": seed, "config": cfg.name, "partition_sizes": m["partition_sizes"],
+                        "test_nll": m["nll"]["test"], "gaussian_test_nll": m["nll"]["gaussian_test"]})
+        write_json(out["metrics.json"].path, m)
         title = f"{cfg.name}: {name}, seed {seed}"
-        plot_training_history(history, out["loss.png"].path, title=title, baseline=gauss, test_nll=test_nll)
-        w = np.ones(n_ref)
+        plot_training_history(m["history"], out["loss.png"].path, title=title, baseline=m["nll"]["gaussian_test"],
+                              test_nll=m["nll"]["test"])
+        w = np.ones(len(data["reference"]))
         plot_features({"reference (simulated)": (dict(zip(FEATURES, data["reference"].T)), w),
-                       f"generated ({name})": (dict(zip(FEATURES, generated.T)), w)},
+                       f"generated ({name})": (dict(zip(FEATURES, fit.generated.T)), w)},
                       out["marginals.png"].path, units=cfg.feature_units, title=title)
         ckpt.remove(silent=True)
-        self.publish_message(f"{name} s{seed}: test NLL {test_nll:.3f} (Gaussian {gauss:.3f}), sampling "
-                             f"{sample_rate:,.0f} events/s")
+        self.publish_message(f"{name} s{seed}: test NLL {m['nll']['test']:.3f} (Gaussian "
+                             f"{m['nll']['gaussian_test']:.3f}), sampling {m['sampling_events_per_s']:,.0f} events/s")
 
 
 class SampleFlow(FlowTask, AnalysisWorkflow):
