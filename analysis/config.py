@@ -331,7 +331,9 @@ class FlowTrainingConfig:
 class FlowGenerationConfig:
     n_events: int = 100_000
     events_per_chunk: int = 1_000_000
-    batch_size: int = 100_000
+    # events sampled per step: bounds the resident memory (about 1 GB for the default flow at 20k, measured;
+    # the high-water mark of the allocator grows with the batch size, not with the number of events)
+    batch_size: int = 20_000
     # generated events per model for the evaluation (it compares with half the reference partition at most)
     evaluation_events: int = 20_000
 
