@@ -40,6 +40,10 @@ def _positive(name: str, value: float, strict: bool = True) -> None:
         _check(value >= 0, f"{name}: must be >= 0, got {value}")
 
 
+def _at_least(name: str, value: int, minimum: int) -> None:
+    _check(value >= minimum, f"{name}: must be >= {minimum}, got {value}")
+
+
 def _fraction(name: str, value: float) -> None:
     _check(0.0 <= value <= 1.0, f"{name}: must lie in [0, 1], got {value}")
 
@@ -219,9 +223,9 @@ class SampleConfig:
         _check(self.source in SOURCES, f"{path}.source: must be one of {SOURCES}, got {self.source!r}")
         _check(self.label in (0, 1), f"{path}.label: must be 0 (background) or 1 (signal), got {self.label}")
         _positive(f"{path}.cross_section_pb", self.cross_section_pb)
-        _check(self.n_files >= 1, f"{path}.n_files: must be >= 1, got {self.n_files}")
-        _check(self.events_per_file >= 1, f"{path}.events_per_file: must be >= 1, got {self.events_per_file}")
-        _check(self.n_events >= 0, f"{path}.n_events: must be >= 0, got {self.n_events}")
+        _at_least(f"{path}.n_files", self.n_files, 1)
+        _at_least(f"{path}.events_per_file", self.events_per_file, 1)
+        _at_least(f"{path}.n_events", self.n_events, 0)
         if self.source == "generator":
             _check(self.process in PROCESSES, f"{path}.process: must be one of {PROCESSES} for the generator, "
                    f"got {self.process!r}")
@@ -269,7 +273,7 @@ class SkimConfig:
         for wp in self.btag_feature_working_points:
             _check(wp in detector.btag.working_points, f"{path}.btag_feature_working_points: unknown working "
                    f"point {wp!r}; known: {sorted(detector.btag.working_points)}")
-        _check(self.jet_min_id >= 0, f"{path}.jet_min_id: must be >= 0, got {self.jet_min_id}")
+        _at_least(f"{path}.jet_min_id", self.jet_min_id, 0)
         _check(self.btag_discriminant.isidentifier(), f"{path}.btag_discriminant: not a branch name")
         _check(self.met_collection.isidentifier(), f"{path}.met_collection: not a collection name")
         _check(self.btag_working_point in detector.btag.working_points,
@@ -318,13 +322,13 @@ class FlowTrainingConfig:
     max_train_events: int = 0
 
     def validate(self, path: str) -> None:
-        _check(self.epochs >= 1, f"{path}.epochs: must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 2, f"{path}.batch_size: must be >= 2, got {self.batch_size}")
+        _at_least(f"{path}.epochs", self.epochs, 1)
+        _at_least(f"{path}.batch_size", self.batch_size, 2)
         _positive(f"{path}.learning_rate", self.learning_rate)
         _positive(f"{path}.weight_decay", self.weight_decay, strict=False)
-        _check(self.patience >= 1, f"{path}.patience: must be >= 1, got {self.patience}")
+        _at_least(f"{path}.patience", self.patience, 1)
         _positive(f"{path}.grad_clip", self.grad_clip)
-        _check(self.max_train_events >= 0, f"{path}.max_train_events: must be >= 0, got {self.max_train_events}")
+        _at_least(f"{path}.max_train_events", self.max_train_events, 0)
 
 
 @dataclass(frozen=True)
@@ -339,7 +343,7 @@ class FlowGenerationConfig:
 
     def validate(self, path: str) -> None:
         for name in ("n_events", "events_per_chunk", "batch_size", "evaluation_events"):
-            _check(getattr(self, name) >= 1, f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
+            _at_least(f"{path}.{name}", getattr(self, name), 1)
         _check(self.n_events <= 10**9, f"{path}.n_events: at most 10^9, got {self.n_events}")
 
 
@@ -399,7 +403,7 @@ class AnalysisConfig:
 
     def validate(self, path: str = "") -> None:
         p = f"{path}." if path else ""
-        _check(self.seed >= 0, f"{p}seed: must be >= 0, got {self.seed}")
+        _at_least(f"{p}seed", self.seed, 0)
         _positive(f"{p}luminosity_fb", self.luminosity_fb)
         _check(len(self.samples) > 0, f"{p}samples: at least one sample is needed")
         for name, sample in self.samples.items():

@@ -54,9 +54,9 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def open_root(path: str | os.PathLike, tree: str = "Events"):
-    """Open ``path`` with uproot and return the TTree ``tree``; raise :class:`InputError` with a clear message if
-    the file is missing, not a ROOT file, truncated, or lacks the tree."""
+def open_root_file(path: str | os.PathLike):
+    """Open ``path`` with uproot; raise :class:`InputError` with a clear message if the file is missing, empty,
+    not a ROOT file or cut off in its header."""
     import uproot
 
     path = Path(path)
@@ -65,13 +65,17 @@ def open_root(path: str | os.PathLike, tree: str = "Events"):
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty")
     try:
-        f = uproot.open(path)
+        return uproot.open(path)
     except Exception as e:  # uproot raises a variety of errors for non-ROOT or cut-off files
         raise InputError(f"{path}: not a readable ROOT file ({type(e).__name__}: {e})") from None
+
+
+def open_root(path: str | os.PathLike, tree: str = "Events"):
+    """The TTree ``tree`` of ``path`` (see :func:`open_root_file`); a clear error if the tree is missing."""
+    f = open_root_file(path)
     try:
-        t = f[tree]
+        return f[tree]
     except Exception as e:
         keys = ", ".join(sorted({k.split(";")[0] for k in f.keys()})) or "none"
-        raise InputError(f"{path}: cannot read tree {tree!r} ({type(e).__name__}: {e}); keys in file: {keys}") \
-            from None
-    return t
+        raise InputError(f"{Path(path)}: cannot read tree {tree!r} ({type(e).__name__}: {e}); keys in file: "
+                         f"{keys}") from None

@@ -19,7 +19,7 @@ import numpy as np
 import uproot
 
 from .features import FEATURES
-from .io import InputError, atomic_path, open_root
+from .io import InputError, atomic_path, open_root, open_root_file
 
 COLUMNS = FEATURES + ["label", "generated", "weight", "event"]
 _DTYPES = {"label": np.int32, "generated": np.int32, "event": np.int64, "weight": np.float64}
@@ -67,19 +67,13 @@ def write_ntuple(path: str | os.PathLike, columns: dict[str, np.ndarray], metada
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The JSON provenance stored with a flat ntuple (empty if the file has none)."""
-    open_root(path)  # clear error for a missing or broken file
-    f = uproot.open(path)
+    f = open_root_file(path)
     return json.loads(str(f["hepflows_metadata"])) if "hepflows_metadata" in f else {}
 
 
 def feature_matrix(columns: dict[str, np.ndarray]) -> np.ndarray:
     """The 28 features as a float64 array of shape (n, 28), in :data:`FEATURES` order."""
     return np.stack([np.asarray(columns[f], dtype=np.float64) for f in FEATURES], axis=1)
-
-
-def select(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The given rows of every column."""
-    return {k: v[rows] for k, v in columns.items()}
 
 
 def read_ntuples(paths: Iterable[str | os.PathLike], columns: Sequence[str] = COLUMNS) -> dict[str, np.ndarray]:

@@ -23,3 +23,18 @@ def partition_indices(n: int, fractions: PartitionConfig, seed: int, key: str) -
     cuts = {"train": perm[:n_train], "validation": perm[n_train:n_train + n_val],
             "reference": perm[n_train + n_val:]}
     return {name: np.sort(cuts[name]) for name in PARTITIONS}
+
+
+def split_sample(columns: dict[str, np.ndarray], fractions: PartitionConfig, seed: int,
+                 key: str) -> dict[str, dict[str, np.ndarray]]:
+    """Split a sample's columns into the partitions of :func:`partition_indices`. The weights of each partition
+    are scaled so that every partition carries the sample's full expected yield (sum of weights)."""
+    total = float(np.sum(columns["weight"]))
+    parts = {}
+    for name, rows in partition_indices(len(columns["weight"]), fractions, seed, key).items():
+        part = {k: v[rows] for k, v in columns.items()}
+        sumw = float(part["weight"].sum())
+        if sumw > 0:
+            part["weight"] = part["weight"] * (total / sumw)
+        parts[name] = part
+    return parts

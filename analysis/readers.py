@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .features import FEATURES
-from .io import InputError, open_root
+from .io import InputError, open_root, open_root_file
 
 
 def required_nanoaod_branches(btag: str = "btagDeepFlavB", met: str = "MET") -> list[str]:
@@ -57,12 +57,9 @@ def check_complete(path: str | os.PathLike, tree, branches: list[str]) -> None:
 def sum_gen_weights(paths: list[str | os.PathLike]) -> float:
     """Sum of generator weights over files: ``Runs/genEventSumw`` as in NanoAOD, else the sum of ``genWeight``,
     else the number of events (real data)."""
-    import uproot
-
     total = 0.0
     for p in paths:
-        open_root(p)  # clear error for a missing or broken file
-        f = uproot.open(p)
+        f = open_root_file(p)
         if "Runs" in f and "genEventSumw" in f["Runs"].keys():
             total += float(np.sum(f["Runs"]["genEventSumw"].array(library="np")))
         elif "genWeight" in f["Events"].keys():

@@ -127,10 +127,6 @@ class SkimProcessor(processor.ProcessorABC):
         return accumulator
 
 
-def _merge_cutflows(a: dict, b: dict) -> dict:
-    return {k: {"events": a[k]["events"] + b[k]["events"], "sumw": a[k]["sumw"] + b[k]["sumw"]} for k in a}
-
-
 def skim_nanoaod(
     path: str | os.PathLike,
     cfg: AnalysisConfig,
@@ -201,7 +197,5 @@ def merge_cutflows(cutflows: list[dict]) -> dict:
     """Sum cutflows of several files of one sample (same steps in the same order)."""
     if not cutflows:
         return {}
-    total = cutflows[0]
-    for c in cutflows[1:]:
-        total = _merge_cutflows(total, c)
-    return total
+    return {k: {"events": sum(c[k]["events"] for c in cutflows), "sumw": sum(c[k]["sumw"] for c in cutflows)}
+            for k in cutflows[0]}

@@ -14,11 +14,20 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from analysis.ntuple import ntuple_writer
+
 from .baselines import gaussian_nll
 from .flows import build_flow, count_parameters
 from .io import save_generator
 from .preprocessing import Preprocessor
-from .training import EpochRecord, TrainResult, TrainSettings, nll, sample_batches, train_model
+from .training import (
+    EpochRecord,
+    TrainResult,
+    TrainSettings,
+    nll,
+    sample_batches,
+    train_model,
+)
 
 
 @dataclass
@@ -75,3 +84,23 @@ def fit_generator(
         "history": history,
     }
     return GeneratorFit(model, prep, result, metrics, prep.inverse(sample))
+
+
+def write_generated(path: str, model: torch.nn.Module, preprocessor: Preprocessor, n: int, first_event: int,
+                    weight: float, seed: int, batch_size: int, metadata: dict[str, Any], device: str = "cpu",
+                    progress: Callable[[int, int], None] | None = None) -> None:
+    """Sample ``n`` background events and write them, batch by batch, as a flat ntuple with ``generated = 1``,
+    ``label = 0``, event numbers from ``first_event`` and weight ``weight`` each. Memory is bounded by
+    ``batch_size``, not by ``n``; the file appears only when complete."""
+    done = 0
+    with ntuple_writer(path, metadata) as writer:
+        for z in sample_batches(model, n, batch_size, seed, device):
+            x = preprocessor.inverse(z)
+            m = len(x)
+            cols = dict(zip(preprocessor.features, x.T))
+            cols.update(label=np.zeros(m, np.int32), generated=np.ones(m, np.int32), weight=np.full(m, weight),
+                        event=np.arange(first_event + done, first_event + done + m))
+            writer.extend(cols)
+            done += m
+            if progress is not None:
+                progress(done, n)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 
@@ -11,13 +12,13 @@ import numpy as np
 from analysis.config import PARTITIONS
 from analysis.features import FEATURES
 from analysis.io import InputError, write_json
-from analysis.ntuple import feature_matrix, ntuple_writer, read_ntuples, select, write_ntuple
-from analysis.partition import partition_indices
+from analysis.ntuple import feature_matrix, read_ntuples, write_ntuple
+from analysis.partition import split_sample
 from analysis.plotting import plot_features, plot_training_history
-from models.fit import fit_generator
+from models.fit import fit_generator, write_generated
 from models.flows import hyperparameters
 from models.io import load_generator, save_generator
-from models.training import NonFiniteLossError, TrainSettings, sample_batches
+from models.training import NonFiniteLossError, TrainSettings
 from workflow.base import AnalysisTask, AnalysisWorkflow
 from workflow.skim import Skim, SkimSummary
 
@@ -50,13 +51,9 @@ class PartitionEvents(AnalysisTask):
             if n == 0:
                 raise InputError(f"sample {sample!r}: no skimmed events to partition")
             total = float(cols["weight"].sum())
-            idx = partition_indices(n, cfg.partition, cfg.seed, sample)
-            sizes = {p: int(len(i)) for p, i in idx.items()}
-            for p, rows in idx.items():
-                part = select(cols, rows)
-                sumw = float(part["weight"].sum())
-                if sumw > 0:
-                    part["weight"] = part["weight"] * (total / sumw)
+            parts = split_sample(cols, cfg.partition, cfg.seed, sample)
+            sizes = {p: int(len(part["weight"])) for p, part in parts.items()}
+            for p, part in parts.items():
                 write_ntuple(out[f"{sample}_{p}"].path, part, {
                     "sample": sample, "label": cfg.sample(sample).label, "partition": p, "sizes": sizes,
                     "expected_yield": total, "seed": cfg.seed, "units": cfg.feature_units})
@@ -124,9 +121,8 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
         if t.max_train_events:
             data["train"] = data["train"][:t.max_train_events]
         hyper = hyperparameters(name, cfg.flows.hyperparameters.get(name))
-        settings = TrainSettings(epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
-                                 weight_decay=t.weight_decay, patience=t.patience, grad_clip=t.grad_clip,
-                                 seed=seed, device=self.device, threads=self.threads)
+        options = {k: v for k, v in dataclasses.asdict(t).items() if k != "max_train_events"}
+        settings = TrainSettings(**options, seed=seed, device=self.device, threads=self.threads)
         ckpt = self.local_target(self._dir(), "checkpoint.pt")
 
         def on_epoch(rec):
@@ -223,15 +219,5 @@ class SampleFlow(FlowTask, AnalysisWorkflow):
                 "generated": True, "chunk": self.branch, "total_events": self.total_events, "config": cfg.name,
                 "expected_yield": expected, "units": cfg.feature_units,
                 "partition_sizes": payload["metadata"].get("partition_sizes", {})}
-        done = 0
-        with ntuple_writer(self.output().path, meta) as writer:
-            for z in sample_batches(model, n, cfg.flows.generation.batch_size, seed, self.device):
-                x = prep.inverse(z)
-                m = len(x)
-                cols = dict(zip(FEATURES, x.T))
-                cols.update(label=np.zeros(m, np.int32), generated=np.ones(m, np.int32),
-                            weight=np.full(m, weight), event=np.arange(start + done, start + done + m))
-                writer.extend(cols)
-                done += m
-                self.publish_progress(100.0 * done / n)
-                self.publish_message(f"chunk {self.branch}: {done:,}/{n:,} events")
+        write_generated(self.output().path, model, prep, n, start, weight, seed, cfg.flows.generation.batch_size,
+                        meta, self.device, progress=self.progress_callback(f"chunk {self.branch}: "))
