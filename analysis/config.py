@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+import numpy as np
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -349,11 +350,13 @@ class FlowGenerationConfig:
 
 @dataclass(frozen=True)
 class FlowConfig:
-    """Which zoo models to train (each with each seed), the generator used downstream, and their settings."""
+    """Which zoo models to train (each with each of ``seeds``), the generator used downstream (trained also with
+    each of ``analysis_seeds``, whose spread the limit scans show), and their settings."""
 
     models: tuple[str, ...] = ("realnvp",)
     default: str = "realnvp"
     seeds: tuple[int, ...] = (1,)
+    analysis_seeds: tuple[int, ...] = (1, 2, 3)
     hyperparameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     training: FlowTrainingConfig = FlowTrainingConfig()
     generation: FlowGenerationConfig = FlowGenerationConfig()
@@ -366,10 +369,11 @@ class FlowConfig:
         _check(len(set(self.models)) == len(self.models), f"{path}.models: a model is listed twice")
         _check(self.default in self.models, f"{path}.default: {self.default!r} must be one of models "
                f"{list(self.models)}")
-        _check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
-               f"{path}.seeds: at least one seed, no duplicates")
-        for s in self.seeds:
-            _check(s >= 0, f"{path}.seeds: seeds must be >= 0, got {s}")
+        for key in ("seeds", "analysis_seeds"):
+            seeds = getattr(self, key)
+            _check(len(seeds) > 0 and len(set(seeds)) == len(seeds), f"{path}.{key}: at least one seed, no duplicates")
+            for s in seeds:
+                _check(s >= 0, f"{path}.{key}: seeds must be >= 0, got {s}")
         for m, hyper in self.hyperparameters.items():
             _check(m in FLOW_MODELS, f"{path}.hyperparameters.{m}: unknown flow model; the zoo has: {known}")
             for k, v in hyper.items():
@@ -386,6 +390,115 @@ class FlowConfig:
         self.generation.validate(f"{path}.generation")
 
 
+CLASSIFIERS = ("bdt", "nn")
+
+
+@dataclass(frozen=True)
+class BDTConfig:
+    """scikit-learn histogram gradient boosting; early stopping on the validation partition."""
+
+    max_iter: int = 300
+    learning_rate: float = 0.1
+    max_leaf_nodes: int = 31
+    min_samples_leaf: int = 40
+    l2_regularization: float = 0.0
+    patience: int = 20
+
+    def validate(self, path: str) -> None:
+        for name in ("max_iter", "max_leaf_nodes", "min_samples_leaf", "patience"):
+            _at_least(f"{path}.{name}", getattr(self, name), 2 if name == "max_leaf_nodes" else 1)
+        _positive(f"{path}.learning_rate", self.learning_rate)
+        _positive(f"{path}.l2_regularization", self.l2_regularization, strict=False)
+
+
+@dataclass(frozen=True)
+class NNConfig:
+    """torch MLP (SiLU), AdamW, early stopping on the validation loss with the best epoch restored."""
+
+    hidden_features: tuple[int, ...] = (128, 128, 64)
+    epochs: int = 40
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 5
+
+    def validate(self, path: str) -> None:
+        _check(len(self.hidden_features) > 0 and all(h > 0 for h in self.hidden_features),
+               f"{path}.hidden_features: a non-empty list of positive integers, got {list(self.hidden_features)}")
+        for name in ("epochs", "batch_size", "patience"):
+            _at_least(f"{path}.{name}", getattr(self, name), 1)
+        _positive(f"{path}.learning_rate", self.learning_rate)
+        _positive(f"{path}.weight_decay", self.weight_decay, strict=False)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Signal-against-background classifiers, trained on simulated events of the train partition."""
+
+    models: tuple[str, ...] = CLASSIFIERS
+    bdt: BDTConfig = BDTConfig()
+    nn: NNConfig = NNConfig()
+
+    def validate(self, path: str) -> None:
+        _check(len(self.models) > 0 and len(set(self.models)) == len(self.models),
+               f"{path}.models: at least one classifier, no duplicates")
+        for m in self.models:
+            _check(m in CLASSIFIERS, f"{path}.models: unknown classifier {m!r}; known: {', '.join(CLASSIFIERS)}")
+        self.bdt.validate(f"{path}.bdt")
+        self.nn.validate(f"{path}.nn")
+
+
+@dataclass(frozen=True)
+class ScanSizes:
+    """Log-spaced numbers of generated background events for the limit scan."""
+
+    min: int = 10_000
+    max: int = 1_000_000
+    points: int = 30
+
+    def validate(self, path: str) -> None:
+        _at_least(f"{path}.min", self.min, 10)
+        _check(self.max > self.min, f"{path}.max: must exceed min ({self.min}), got {self.max}")
+        _at_least(f"{path}.points", self.points, 2)
+
+    def values(self) -> list[int]:
+        """The sizes, ascending (rounded to integers, duplicates dropped)."""
+        return sorted({int(round(v)) for v in np.geomspace(self.min, self.max, self.points)})
+
+
+@dataclass(frozen=True)
+class LimitConfig:
+    """Templates of the classifier score and the expected-limit scans (pyhf)."""
+
+    classifier: str = "bdt"
+    score_cut: float = 0.5
+    n_bins: int = 20
+    # minimum raw events per background bin, for the simulated and the smallest generated sample alike
+    min_count: int = 20
+    background_systematics: tuple[float, ...] = (0.05, 0.10, 0.20)
+    lumi_uncertainty: float = 0.0
+    generated_sizes: ScanSizes = ScanSizes()
+    luminosities_fb: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
+    # random splits of the simulated background into halves for the closure test
+    closure_splits: int = 10
+
+    def validate(self, path: str, classifiers: ClassifierConfig) -> None:
+        _check(self.classifier in classifiers.models, f"{path}.classifier: must be one of classifiers.models "
+               f"{list(classifiers.models)}, got {self.classifier!r}")
+        _check(0.0 <= self.score_cut < 1.0, f"{path}.score_cut: must lie in [0, 1), got {self.score_cut}")
+        _at_least(f"{path}.n_bins", self.n_bins, 1)
+        _at_least(f"{path}.min_count", self.min_count, 1)
+        _check(len(self.background_systematics) > 0, f"{path}.background_systematics: at least one size (0 for none)")
+        for v in self.background_systematics:
+            _check(0.0 <= v < 1.0, f"{path}.background_systematics: sizes must lie in [0, 1), got {v}")
+        _check(0.0 <= self.lumi_uncertainty < 1.0, f"{path}.lumi_uncertainty: must lie in [0, 1), got "
+               f"{self.lumi_uncertainty}")
+        self.generated_sizes.validate(f"{path}.generated_sizes")
+        _check(len(self.luminosities_fb) > 0 and all(v > 0 for v in self.luminosities_fb),
+               f"{path}.luminosities_fb: a non-empty list of positive luminosities")
+        _at_least(f"{path}.closure_splits", self.closure_splits, 2)
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     name: str
@@ -398,6 +511,8 @@ class AnalysisConfig:
     skim: SkimConfig = SkimConfig()
     partition: PartitionConfig = PartitionConfig()
     flows: FlowConfig = FlowConfig()
+    classifiers: ClassifierConfig = ClassifierConfig()
+    limits: LimitConfig = LimitConfig()
     # units of the feature columns: "GeV" for generated and NanoAOD inputs, "normalised" for the UCI HIGGS CSV
     feature_units: Literal["GeV", "normalised"] = "GeV"
 
@@ -414,6 +529,8 @@ class AnalysisConfig:
         self.skim.validate(f"{p}skim", self.detector)
         self.partition.validate(f"{p}partition")
         self.flows.validate(f"{p}flows")
+        self.classifiers.validate(f"{p}classifiers")
+        self.limits.validate(f"{p}limits", self.classifiers)
         _check(self.feature_units in ("GeV", "normalised"),
                f"{p}feature_units: must be 'GeV' or 'normalised', got {self.feature_units!r}")
 
@@ -551,3 +668,14 @@ def load_config(name_or_path: str | os.PathLike) -> AnalysisConfig:
         except yaml.YAMLError as e:
             raise ConfigError(f"config {s!r}: not valid YAML: {e}") from None
     return config_from_dict(data, label=path.stem if path.parent == CONFIG_DIR else s)
+
+
+def config_to_dict(obj: Any) -> Any:
+    """Plain (YAML-serialisable) form of a configuration or any part of it."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: config_to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [config_to_dict(v) for v in obj]
+    return obj

@@ -32,6 +32,14 @@ def _cached_config(name: str, input_path: str) -> AnalysisConfig:
     return cfg.with_input_path(input_path) if input_path else cfg
 
 
+def _mtime(target) -> float | None:
+    """Modification time of a local target, None when it does not exist (or is not local)."""
+    try:
+        return os.stat(target.path).st_mtime
+    except (AttributeError, OSError):
+        return None
+
+
 class AnalysisTask(law.Task):
     """Base of every hepflows task: required ``--version``, ``--config`` and the versioned store."""
 
@@ -42,6 +50,9 @@ class AnalysisTask(law.Task):
                                  "higgs_csv samples (e.g. the full HIGGS.csv.gz); default: as configured")
 
     task_namespace = None
+    # ``--<Task>-version v2`` on the command line gives that task alone a new version, even when it is required
+    # by another task (law's req otherwise passes the requiring task's version on)
+    prefer_params_cli = ("version",)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -51,6 +62,21 @@ class AnalysisTask(law.Task):
             self.analysis_config
         except ConfigError as e:
             raise SystemExit(f"hepflows: {e}") from None
+
+    def complete(self) -> bool:
+        """Complete when every output exists and none is older than any input (as ``make`` decides): after a
+        stage is rerun (``--remove-output`` on it, or a new version of it), exactly the tasks that depend on it
+        are out of date and rerun; everything upstream stays."""
+        if not super().complete():
+            return False
+        if isinstance(self, law.BaseWorkflow) and self.is_workflow():
+            return True  # each branch decides for itself
+        inputs = law.target.collection.flatten_collections(self.input())
+        newest_input = max((_mtime(t) for t in inputs), default=None)
+        if newest_input is None:
+            return True
+        outputs = law.target.collection.flatten_collections(self.output())
+        return all(_mtime(t) is None or _mtime(t) >= newest_input for t in outputs)
 
     @property
     def analysis_config(self) -> AnalysisConfig:
@@ -76,10 +102,14 @@ class AnalysisTask(law.Task):
 
     def progress_callback(self, prefix: str = ""):
         """A ``progress(done, total)`` callback that publishes law progress and a status message."""
+        last = [-1]
+
         def progress(done: int, total: int) -> None:
             pct = 100.0 * done / total if total else 100.0
             self.publish_progress(pct)
-            self.publish_message(f"{prefix}{done}/{total} ({pct:.0f}%)")
+            if int(pct // 10) != last[0]:  # a message every 10 %, not every batch
+                last[0] = int(pct // 10)
+                self.publish_message(f"{prefix}{done}/{total} ({pct:.0f}%)")
         return progress
 
 

@@ -10,6 +10,7 @@ from analysis.io import atomic_path, write_json
 from analysis.metrics import evaluate, summarise
 from analysis.ntuple import feature_matrix, read_ntuples
 from analysis.plotting import plot_c2st, plot_correlations, plot_overlays_with_ratio
+from analysis.report import generator_rows, generator_table_html, generator_table_markdown, html_page
 from workflow.base import AnalysisTask, AnalysisWorkflow
 from workflow.flows import PartitionEvents, SampleFlow, TrainFlow
 
@@ -79,18 +80,6 @@ class EvaluateFlow(AnalysisWorkflow):
                              f"(MC reference {s['c2st_auc_mc']:.3f})")
 
 
-_COLUMNS = [
-    ("c2st_auc", "C2ST AUC"), ("c2st_auc_mc", "C2ST AUC, MC ref."),
-    ("wasserstein_generated", "mean W1"), ("wasserstein_mc_reference", "mean W1, MC ref."),
-    ("ks_statistic_generated", "mean KS"), ("ks_statistic_mc_reference", "mean KS, MC ref."),
-    ("chi2_ndf_generated", "mean chi2/ndf"), ("chi2_ndf_mc_reference", "mean chi2/ndf, MC ref."),
-    ("js_distance_generated", "mean JS"), ("js_distance_mc_reference", "mean JS, MC ref."),
-    ("corr_rms_difference", "corr. RMS diff."), ("corr_rms_difference_mc", "corr. RMS diff., MC ref."),
-    ("test_nll", "test NLL"), ("gaussian_test_nll", "Gaussian NLL"),
-    ("train_seconds", "training [s]"), ("sampling_events_per_s", "sampling [ev/s]"),
-]
-
-
 class CompareGenerators(AnalysisTask):
     """All generators side by side (Markdown, HTML, JSON): every summary metric beside its MC-against-MC value,
     training time and sampling rate; the best model (lowest C2ST AUC) is marked."""
@@ -102,50 +91,20 @@ class CompareGenerators(AnalysisTask):
         return {name: self.local_target(name) for name in ("comparison.md", "comparison.html", "comparison.json")}
 
     def run(self):
-        rows = []
-        for target in self.input()["collection"].targets.values():
-            m = target["metrics.json"].load(formatter="json")
-            row = {"model": m["model"], "seed": m["seed"], **m["summary"],
-                   "c2st_auc_error": m["summary"]["c2st_auc_error"], **m["training"]}
-            rows.append(row)
-        rows.sort(key=lambda r: r["c2st_auc"])
+        metrics = [target["metrics.json"].load(formatter="json")
+                   for target in self.input()["collection"].targets.values()]
+        rows = generator_rows(metrics)
         best = rows[0]
         out = self.output()
         write_json(out["comparison.json"].path, {"best": {"model": best["model"], "seed": best["seed"]},
                                                  "rows": rows})
-
-        def fmt(key, r):
-            v = r.get(key)
-            if key == "c2st_auc":
-                return f"{v:.3f} ± {r['c2st_auc_error']:.3f}"
-            if key == "sampling_events_per_s":
-                return f"{v:,.0f}"
-            return f"{v:.4g}"
-
-        head = ["model", "seed"] + [label for _, label in _COLUMNS]
-        md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in rows:
-            name = f"**{r['model']}** (best)" if r is best else r["model"]
-            md.append("| " + " | ".join([name, str(r["seed"])] + [fmt(k, r) for k, _ in _COLUMNS]) + " |")
         cfg = self.analysis_config
-        text = (f"# Generators compared: {cfg.name}\n\nEach metric of generated against held-out simulated "
-                "background, beside the same metric for two disjoint halves of simulated events (MC ref.). "
-                "Best: lowest C2ST AUC.\n\n" + "\n".join(md) + "\n")
+        intro = ("Each metric of generated against held-out simulated background, beside the same metric for two "
+                 "disjoint halves of simulated events (MC ref.). Best (first, highlighted): lowest C2ST AUC.")
         with atomic_path(out["comparison.md"].path) as tmp:
-            tmp.write_text(text)
-        cells = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-        body = "".join(
-            "<tr" + (' class="best"' if r is best else "") + ">" + f"<td>{html.escape(r['model'])}</td>"
-            f"<td>{r['seed']}</td>" + "".join(f"<td>{html.escape(fmt(k, r))}</td>" for k, _ in _COLUMNS) + "</tr>"
-            for r in rows)
-        page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>hepflows: {html.escape(cfg.name)}</title>"
-                "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #999;"
-                "padding:4px 8px;text-align:right}tr.best{background:#e6f4e6;font-weight:bold}</style></head><body>"
-                f"<h1>Generators compared: {html.escape(cfg.name)}</h1><p>Each metric of generated against "
-                "held-out simulated background, beside the same metric for two disjoint halves of simulated "
-                "events (MC ref.). Best (highlighted): lowest C2ST AUC.</p>"
-                f"<table><tr>{cells}</tr>{body}</table></body></html>\n")
+            tmp.write_text(f"# Generators compared: {cfg.name}\n\n{intro}\n\n{generator_table_markdown(rows)}\n")
         with atomic_path(out["comparison.html"].path) as tmp:
-            tmp.write_text(page)
+            tmp.write_text(html_page(f"hepflows: {cfg.name}", f"<h1>Generators compared: {html.escape(cfg.name)}"
+                                     f"</h1><p>{intro}</p>{generator_table_html(rows)}"))
         self.publish_message(f"best generator: {best['model']} (seed {best['seed']}), C2ST AUC "
                              f"{best['c2st_auc']:.3f}")

@@ -64,9 +64,13 @@ class PartitionEvents(AnalysisTask):
 
     def background_files(self, partition: str) -> list[str]:
         """Outputs of the background samples (label 0) for ``partition``."""
+        return self.files(partition, label=0)
+
+    def files(self, partition: str, label: int) -> list[str]:
+        """Outputs of the samples with ``label`` (0: background, 1: signal) for ``partition``."""
         cfg = self.analysis_config
         out = self.output()
-        return [out[f"{s}_{partition}"].path for s, sc in cfg.samples.items() if sc.label == 0]
+        return [out[f"{s}_{partition}"].path for s, sc in cfg.samples.items() if sc.label == label]
 
 
 class FlowTask(AnalysisTask):
@@ -77,7 +81,8 @@ class FlowTask(AnalysisTask):
 
 
 class TrainFlow(FlowTask, AnalysisWorkflow):
-    """Train the configured zoo models on simulated background; one branch per (model, seed).
+    """Train the configured zoo models on simulated background; one branch per (model, seed): every model with
+    each of ``flows.seeds``, and the default model also with each of ``flows.analysis_seeds``.
 
     Outputs per branch under ``<model>_s<seed>/``: ``model.pt`` (weights, preprocessing, specification),
     ``metrics.json`` (history, NLLs against a multivariate Gaussian, rates), ``loss.png`` and ``marginals.png``
@@ -86,7 +91,9 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
 
     def create_branch_map(self):
         flows = self.analysis_config.flows
-        return dict(enumerate({"model": m, "seed": s} for m in flows.models for s in flows.seeds))
+        pairs = [(m, s) for m in flows.models for s in flows.seeds]
+        pairs += [(flows.default, s) for s in flows.analysis_seeds if (flows.default, s) not in pairs]
+        return dict(enumerate({"model": m, "seed": s} for m, s in pairs))
 
     def workflow_requires(self):
         reqs = super().workflow_requires()

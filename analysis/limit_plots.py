@@ -1,0 +1,166 @@
+"""Figures of the statistics stage: templates, limits against generated sample size and luminosity, the
+generated-minus-simulated difference against the simulated band, and the closure test (results of
+:func:`analysis.limits.run_scan`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mplhep as hep  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .plotting import save_figure  # noqa: E402
+
+_GREEN, _YELLOW = "#00cc00", "#ffcc00"
+
+
+def _bands(rows: list[dict], key: str) -> np.ndarray:
+    return np.asarray([r[key] for r in rows])
+
+
+def plot_templates(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
+    """Score templates in the final binning: simulated and generated (largest N, each seed) background with
+    their statistical uncertainties, the signal, and the ratio generated / simulated."""
+    plt.style.use(hep.style.ROOT)
+    t = results["templates"]
+    edges = np.asarray(results["edges"])
+    fig, (ax, rax) = plt.subplots(2, 1, figsize=(10, 10), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    sim = np.asarray(t["simulated"]["yields"])
+    sim_err = np.asarray(t["simulated"]["stat"])
+    hep.histplot(sim, edges, yerr=sim_err, ax=ax, color="black", label=f"simulated ({results['simulated_events']:,} "
+                 "events)")
+    for s, tmpl in t["generated"].items():
+        y = np.asarray(tmpl["yields"])
+        hep.histplot(y, edges, yerr=np.asarray(tmpl["stat"]), ax=ax, label=f"generated, seed {s} "
+                     f"({results['sizes'][-1]:,} events)")
+        rax.errorbar(0.5 * (edges[1:] + edges[:-1]), y / sim, yerr=np.asarray(tmpl["stat"]) / sim, fmt="o", ms=4)
+    hep.histplot(np.asarray(t["signal"]["yields"]), edges, ax=ax, color="red", ls="--", label="signal (mu = 1)")
+    rax.fill_between(edges, np.r_[1 - sim_err / sim, (1 - sim_err / sim)[-1]],
+                     np.r_[1 + sim_err / sim, (1 + sim_err / sim)[-1]], step="post", color="grey", alpha=0.3,
+                     label="simulated stat. unc.")
+    ax.set_yscale("log")
+    ax.set_ylabel("expected events")
+    ax.legend(fontsize=12)
+    rax.axhline(1, color="black", lw=1)
+    rax.set_ylabel("gen. / sim.")
+    rax.set_xlabel("classifier score")
+    rax.set_ylim(0.5, 1.5)
+    if title:
+        ax.set_title(title, fontsize=14)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_limit_scan(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
+    """Expected limit against the number of generated background events, one panel per systematic size:
+    median over flow seeds with the seed spread and the expected +-1/2 sigma bands, each seed as a thin line, the
+    simulated-background limit at its own size (with its bands) and the infinite-statistics limit."""
+    plt.style.use(hep.style.ROOT)
+    systs = list(results["simulated"])
+    sizes = np.asarray(results["sizes"])
+    fig, axes = plt.subplots(1, len(systs), figsize=(8 * len(systs), 7), squeeze=False, sharey=True)
+    for ax, k in zip(axes[0], systs):
+        med = results["generated"][k]["median"]
+        ax.fill_between(sizes, _bands(med, "-2"), _bands(med, "2"), color=_YELLOW, label=r"expected $\pm 2\sigma$")
+        ax.fill_between(sizes, _bands(med, "-1"), _bands(med, "1"), color=_GREEN, label=r"expected $\pm 1\sigma$")
+        ax.plot(sizes, _bands(med, "0"), color="black", lw=2, label="generated background (median of seeds)")
+        for s, rows in results["generated"][k]["per_seed"].items():
+            ax.plot(sizes, _bands(rows, "0"), lw=0.8, ls=":", color="navy")
+        sim = results["simulated"][k]
+        n_sim = results["simulated_events"]
+        ax.errorbar([n_sim], [sim["0"]], yerr=[[sim["0"] - sim["-1"]], [sim["1"] - sim["0"]]], fmt="s",
+                    color="red", ms=9, capsize=4, label=r"simulated background ($\pm 1\sigma$)")
+        ax.axhline(results["infinite"][k]["0"], color="grey", ls="--", label="infinite statistics")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("generated background events")
+        ax.set_title(f"background systematic {float(k):.0%}", fontsize=16)
+    axes[0, 0].set_ylabel(r"expected 95% CL upper limit on $\mu$")
+    axes[0, 0].legend(fontsize=11)
+    if title:
+        fig.suptitle(title, fontsize=16)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_difference(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
+    """Relative difference of the generated-background limit (median of seeds) from the simulated-background
+    limit, against the number of generated events, inside the simulated expected +-1/2 sigma band (relative to
+    its median); one panel per systematic size."""
+    plt.style.use(hep.style.ROOT)
+    systs = list(results["simulated"])
+    sizes = np.asarray(results["sizes"])
+    fig, axes = plt.subplots(1, len(systs), figsize=(8 * len(systs), 6.5), squeeze=False, sharey=True)
+    for ax, k in zip(axes[0], systs):
+        sim = results["simulated"][k]
+        rel = {b: sim[b] / sim["0"] - 1 for b in ("-2", "-1", "1", "2")}
+        ax.axhspan(rel["-2"], rel["2"], color=_YELLOW, label=r"simulated $\pm 2\sigma$")
+        ax.axhspan(rel["-1"], rel["1"], color=_GREEN, label=r"simulated $\pm 1\sigma$")
+        ax.axhline(0, color="black", lw=1)
+        for s, rows in results["generated"][k]["per_seed"].items():
+            ax.plot(sizes, _bands(rows, "0") / sim["0"] - 1, lw=1, label=f"generated, seed {s}")
+        ax.plot(sizes, _bands(results["generated"][k]["median"], "0") / sim["0"] - 1, color="black", lw=2,
+                label="median of seeds")
+        ax.axvline(results["simulated_events"], color="red", ls=":", label="simulated sample size")
+        ax.set_xscale("log")
+        ax.set_xlabel("generated background events")
+        ax.set_title(f"background systematic {float(k):.0%}", fontsize=16)
+    axes[0, 0].set_ylabel("(limit gen. - limit sim.) / limit sim.")
+    axes[0, 0].legend(fontsize=11)
+    if title:
+        fig.suptitle(title, fontsize=16)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_luminosity(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
+    """Expected limit against integrated luminosity for simulated, generated (largest N, median of seeds) and
+    infinite-statistics background; one panel per systematic size, simulated bands shaded."""
+    plt.style.use(hep.style.ROOT)
+    lumi = results["luminosity"]
+    L = np.asarray(lumi["luminosities_fb"])
+    systs = list(lumi["simulated"])
+    fig, axes = plt.subplots(1, len(systs), figsize=(8 * len(systs), 7), squeeze=False, sharey=True)
+    for ax, k in zip(axes[0], systs):
+        sim = lumi["simulated"][k]
+        ax.fill_between(L, _bands(sim, "-2"), _bands(sim, "2"), color=_YELLOW, label=r"simulated $\pm 2\sigma$")
+        ax.fill_between(L, _bands(sim, "-1"), _bands(sim, "1"), color=_GREEN, label=r"simulated $\pm 1\sigma$")
+        ax.plot(L, _bands(sim, "0"), color="red", lw=2, label="simulated background")
+        ax.plot(L, _bands(lumi["generated"][k], "0"), color="black", lw=2,
+                label=f"generated background ({results['sizes'][-1]:,} events)")
+        ax.plot(L, _bands(lumi["infinite"][k], "0"), color="grey", ls="--", label="infinite statistics")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(r"integrated luminosity [fb$^{-1}$]")
+        ax.set_title(f"background systematic {float(k):.0%}", fontsize=16)
+    axes[0, 0].set_ylabel(r"expected 95% CL upper limit on $\mu$")
+    axes[0, 0].legend(fontsize=11)
+    if title:
+        fig.suptitle(title, fontsize=16)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_closure(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
+    """Closure: relative limit differences of random simulated halves (one through the generated-sample path, one
+    through the simulated path), per systematic size, with their mean and its uncertainty."""
+    plt.style.use(hep.style.ROOT)
+    c = results["closure"]
+    systs = [k for k in c if k != "edges"]
+    fig, ax = plt.subplots(figsize=(9, 6.5))
+    for i, k in enumerate(systs):
+        rel = np.asarray(c[k]["relative"])
+        ax.plot(np.full(len(rel), i) + np.linspace(-0.15, 0.15, len(rel)), rel, "o", alpha=0.6)
+        m, e = float(rel.mean()), float(rel.std(ddof=1) / np.sqrt(len(rel)))
+        ax.errorbar([i], [m], yerr=[e], fmt="s", color="black", ms=9, capsize=6)
+    ax.axhline(0, color="grey", ls="--")
+    ax.set_xticks(range(len(systs)), [f"syst. {float(k):.0%}" for k in systs])
+    ax.set_ylabel("(limit A - limit B) / limit B")
+    ax.set_title((title + ": " if title else "") + "closure, simulated background in both roles", fontsize=13)
+    fig.tight_layout()
+    return save_figure(fig, path)

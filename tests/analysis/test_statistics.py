@@ -1,0 +1,96 @@
+"""Expected CLs limits: the fast exact route against pyhf's own upper_limit, known answers, and behaviour."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyhf
+import pytest
+from scipy import optimize, stats
+
+from analysis.statistics import (BANDS, ChannelModel, StatisticsError, band_targets, build_workspace,
+                                 expected_limits, pyhf_expected_limits)
+
+SIG = np.array([2.0, 5.0, 9.0, 14.0])
+BKG = np.array([400.0, 150.0, 60.0, 20.0])
+
+
+def test_workspace_is_valid_pyhf():
+    ws = build_workspace(SIG, BKG, 0.05 * BKG, 0.1, 0.02, name="p")
+    pyhf.Workspace(ws)  # schema validation
+    model = pyhf.Workspace(ws).model()
+    assert set(model.config.par_order) == {"mu", "staterror_SR", "bkg_norm", "lumi"}
+    assert model.config.poi_name == "mu"
+
+
+@pytest.mark.parametrize("stat,syst,lumi", [(None, 0.0, 0.0), (0.08, 0.0, 0.0), (0.05, 0.1, 0.0)])
+def test_fast_limit_agrees_with_pyhf(stat, syst, lumi):
+    ws = build_workspace(SIG, BKG, None if stat is None else stat * BKG, syst, lumi, name="cmp")
+    fast, ref = expected_limits(ws), pyhf_expected_limits(ws)
+    for k in ref:
+        assert fast[k] == pytest.approx(ref[k], rel=0.01), k
+
+
+@pytest.mark.slow
+def test_fast_limit_agrees_with_pyhf_8_bins_with_lumi():
+    rng = np.random.default_rng(3)
+    b = np.sort(rng.uniform(20, 2000, 8))[::-1]
+    s = np.sort(rng.uniform(1, 40, 8))
+    ws = build_workspace(s, b, rng.uniform(0.02, 0.2, 8) * b, 0.2, 0.017, name="big")
+    fast, ref = expected_limits(ws), pyhf_expected_limits(ws)
+    for k in ref:
+        assert fast[k] == pytest.approx(ref[k], rel=0.01), k
+
+
+def test_single_bin_known_answer():
+    """One bin, no uncertainties: q~_mu,A = 2 (mu s - b ln(1 + mu s / b)); the median expected limit solves
+    sqrt(q) = 1.96 (CLs = 2 Phi(-sqrt(q)) = 0.05)."""
+    s, b = 10.0, 100.0
+
+    def sqrtq(mu):
+        return math.sqrt(2 * (mu * s - b * math.log1p(mu * s / b)))
+
+    median = optimize.brentq(lambda mu: sqrtq(mu) - stats.norm.isf(0.025), 1e-6, 100)
+    lim = expected_limits(build_workspace([s], [b], name="one"))
+    assert lim["0"] == pytest.approx(median, rel=1e-6)
+    for k, x in band_targets().items():  # every band: CLs_k(x_k) = 0.05
+        assert stats.norm.cdf(k - x) / stats.norm.cdf(k) == pytest.approx(0.05, rel=1e-9)
+        assert sqrtq(lim[str(k)]) == pytest.approx(x, rel=1e-6)
+
+
+def test_bands_ordered_and_limit_shrinks_when_signal_grows():
+    ws = build_workspace(SIG, BKG, 0.05 * BKG, 0.1, name="p")
+    lim = expected_limits(ws)
+    values = [lim[str(k)] for k in BANDS]
+    assert values == sorted(values) and values[0] > 0
+    doubled = expected_limits(build_workspace(2 * SIG, BKG, 0.05 * BKG, 0.1, name="p2"))
+    for k in lim:  # mu only enters as mu * s: twice the signal, half the limit
+        assert doubled[k] == pytest.approx(lim[k] / 2, rel=1e-5)
+
+
+def test_uncertainties_weaken_the_limit():
+    base = expected_limits(build_workspace(SIG, BKG, name="p"))["0"]
+    stat = expected_limits(build_workspace(SIG, BKG, 0.1 * BKG, name="p"))["0"]
+    more_stat = expected_limits(build_workspace(SIG, BKG, 0.2 * BKG, name="p"))["0"]
+    syst = expected_limits(build_workspace(SIG, BKG, 0.1 * BKG, 0.2, name="p"))["0"]
+    assert base < stat < more_stat
+    assert syst > stat
+
+
+def test_bad_models_name_the_point():
+    with pytest.raises(StatisticsError, match=r"gen_n100: background bin\(s\) \[2\] empty"):
+        build_workspace(SIG, [400.0, 150.0, 0.0, 20.0], name="gen_n100")
+    with pytest.raises(StatisticsError, match="sim: the signal template is zero"):
+        build_workspace(np.zeros(4), BKG, name="sim")
+    with pytest.raises(StatisticsError, match="same, non-zero number of bins"):
+        build_workspace(SIG[:3], BKG, name="x")
+    with pytest.raises(StatisticsError, match="non-finite"):
+        build_workspace(SIG, [np.nan, 1, 1, 1], name="x")
+    ws = build_workspace(SIG, BKG, name="w")
+    ws["channels"][0]["samples"][1]["modifiers"].append({"name": "shape", "type": "histosys",
+                                                         "data": {"hi_data": list(BKG), "lo_data": list(BKG)}})
+    with pytest.raises(StatisticsError, match="w: background modifier type 'histosys' is not supported"):
+        ChannelModel.from_workspace(ws)
+    with pytest.raises(StatisticsError, match="not in the layout"):
+        expected_limits({"channels": []})

@@ -1,0 +1,162 @@
+"""Classifier stages: training per classifier, their comparison, and scoring of simulated and generated events."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from analysis.classifier_plots import plot_classifier, plot_roc_comparison
+from analysis.features import FEATURES
+from analysis.io import InputError, atomic_path, write_json
+from analysis.ntuple import feature_matrix, read_ntuples
+from models.classifiers import CLASSIFIER_FILES, load_classifier, permutation_importance, save_classifier, \
+    train_classifier
+from workflow.base import AnalysisTask, AnalysisWorkflow
+from workflow.flows import PartitionEvents, SampleFlow
+
+
+def labelled_events(partition: PartitionEvents, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, labels (1 signal, 0 background) and weights of partition ``name``."""
+    xs, ys, ws = [], [], []
+    for label in (0, 1):
+        files = partition.files(name, label)
+        if not files:
+            raise InputError(f"no {'signal' if label else 'background'} sample in the configuration; the "
+                             "classifiers need both")
+        cols = read_ntuples(files)
+        xs.append(feature_matrix(cols))
+        ys.append(np.full(len(cols["weight"]), label))
+        ws.append(cols["weight"])
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
+
+
+class TrainClassifier(AnalysisWorkflow):
+    """Train each configured classifier (``classifiers.models``: bdt, nn) to separate simulated signal from
+    simulated background on the train partition (validation partition for early stopping); one branch each.
+
+    Outputs under ``<classifier>/``: the model (``model.skops`` or ``model.pt``), ``metrics.json`` (ROC AUC on
+    the reference partition, permutation importances, training history and time), ``reference_scores.npz`` and
+    ``classifier.png``/``.pdf`` (score distributions, ROC, importances, training curve).
+    """
+
+    def create_branch_map(self):
+        return dict(enumerate(self.analysis_config.classifiers.models))
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["partition"] = PartitionEvents.req(self)
+        return reqs
+
+    def requires(self):
+        return PartitionEvents.req(self)
+
+    def output(self):
+        kind = self.branch_data
+        return {name: self.local_target(kind, name) for name in
+                (CLASSIFIER_FILES[kind], "metrics.json", "reference_scores.npz", "classifier.png", "classifier.pdf")}
+
+    def run(self):
+        cfg = self.analysis_config
+        kind = self.branch_data
+        part = self.requires()
+        data = {p: labelled_events(part, p) for p in ("train", "validation", "reference")}
+        (xt, yt, _), (xv, yv, _), (xr, yr, wr) = data["train"], data["validation"], data["reference"]
+        self.publish_message(f"{kind}: training on {len(yt):,} events ({int(yt.sum()):,} signal)")
+
+        def on_epoch(rec):
+            msg = (f"{kind} epoch {rec['epoch']}/{cfg.classifiers.nn.epochs}: loss {rec['train_loss']:.4f}, "
+                   f"validation {rec['val_loss']:.4f}, AUC {rec['val_auc']:.4f}")
+            self.logger.info(msg)
+            self.publish_message(msg)
+            self.publish_progress(100.0 * rec["epoch"] / cfg.classifiers.nn.epochs)
+
+        try:
+            clf = train_classifier(kind, FEATURES, xt, yt, xv, yv, cfg.classifiers, seed=cfg.seed, on_epoch=on_epoch)
+        except (ValueError, FloatingPointError) as e:
+            raise InputError(f"classifier {kind}: {e}") from None
+        score = clf.score(xr)
+        auc = float(roc_auc_score(yr, score))
+        importance = permutation_importance(clf, xr, yr, seed=cfg.seed)
+        out = self.output()
+        save_classifier(out[CLASSIFIER_FILES[kind]].path, clf)
+        with atomic_path(out["reference_scores.npz"].path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, label=yr, score=score, weight=wr)
+        write_json(out["metrics.json"].path, {
+            "classifier": kind, "reference_auc": auc, "train_seconds": clf.train_seconds,
+            "events": {p: {"signal": int(d[1].sum()), "background": int((d[1] == 0).sum())} for p, d in data.items()},
+            "importance": dict(sorted(importance.items(), key=lambda kv: -kv[1])), "history": clf.history})
+        plot_classifier(kind, yr, score, wr, auc, importance, clf.history, out["classifier.png"].path,
+                        title=f"{cfg.name}: {kind}")
+        self.publish_message(f"{kind}: reference ROC AUC {auc:.4f} ({clf.train_seconds:.0f} s)")
+
+
+class CompareClassifiers(AnalysisTask):
+    """ROC curves of all classifiers on the same reference events, and their AUCs (``comparison.json``)."""
+
+    def requires(self):
+        return TrainClassifier.req(self)
+
+    def output(self):
+        return {name: self.local_target(name) for name in ("roc.png", "roc.pdf", "comparison.json")}
+
+    def run(self):
+        curves, rows = {}, []
+        for target in self.input()["collection"].targets.values():
+            m = target["metrics.json"].load(formatter="json")
+            with np.load(target["reference_scores.npz"].path, allow_pickle=False) as z:
+                curves[m["classifier"]] = (z["label"], z["score"], m["reference_auc"])
+            rows.append({"classifier": m["classifier"], "reference_auc": m["reference_auc"],
+                         "train_seconds": m["train_seconds"], "top_features": list(m["importance"])[:5]})
+        out = self.output()
+        plot_roc_comparison(curves, out["roc.png"].path, title=self.analysis_config.name)
+        write_json(out["comparison.json"].path, {"classifiers": rows})
+
+
+class ScoreEvents(AnalysisWorkflow):
+    """Score, with each trained classifier (one branch each), the simulated signal and background of the
+    reference partition and the generated background of every analysis seed of the default flow
+    (``limits.generated_sizes.max`` events each). Output: ``<classifier>/scores.npz`` with
+    ``signal_score``, ``signal_weight``, ``background_score``, ``background_weight``, ``generated_<seed>``."""
+
+    def create_branch_map(self):
+        return TrainClassifier.req(self).create_branch_map()
+
+    def _samples(self):
+        cfg = self.analysis_config
+        return {s: SampleFlow.req(self, branch=-1, flow_model=cfg.flows.default, flow_seed=s,
+                                  n_events=cfg.limits.generated_sizes.max) for s in cfg.flows.analysis_seeds}
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["classifiers"] = TrainClassifier.req(self)
+        reqs["generated"] = self._samples()
+        return reqs
+
+    def requires(self):
+        return {"classifier": TrainClassifier.req(self, branch=self.branch), "partition": PartitionEvents.req(self),
+                "generated": self._samples()}
+
+    def output(self):
+        return self.local_target(self.branch_data, "scores.npz")
+
+    def run(self):
+        kind = self.branch_data
+        inputs = self.input()
+        clf = load_classifier(inputs["classifier"][CLASSIFIER_FILES[kind]].path)
+        part = self.requires()["partition"]
+        arrays = {}
+        for label, name in ((1, "signal"), (0, "background")):
+            cols = read_ntuples(part.files("reference", label))
+            arrays[f"{name}_score"] = clf.score(feature_matrix(cols))
+            arrays[f"{name}_weight"] = cols["weight"]
+        for seed, coll in inputs["generated"].items():
+            chunks = []
+            targets = list(coll["collection"].targets.values())
+            for i, target in enumerate(targets):
+                chunks.append(clf.score(feature_matrix(read_ntuples([target.path]))))
+                self.publish_message(f"{kind}: generated seed {seed}, chunk {i + 1}/{len(targets)}")
+            arrays[f"generated_{seed}"] = np.concatenate(chunks)
+        with atomic_path(self.output().path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
