@@ -32,8 +32,8 @@ from .templates import Template, make_template, merged_edges, scaled_weights
 class ScoredSamples:
     """Classifier scores of the samples entering the fit. Weights are normalised to the configuration's
     luminosity ``luminosity_fb``; ``generated`` maps flow seed -> scores of its generated background events
-    (in generation order); ``expected_background`` is the selected background's expected yield, carried by every generated
-    sample."""
+    (in generation order); ``expected_background`` is the selected background's expected yield, carried by
+    every generated sample."""
 
     signal_scores: np.ndarray
     signal_weights: np.ndarray
