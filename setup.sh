@@ -11,6 +11,7 @@
 #                         e.g. "torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124" for CUDA,
 #                         or "" to let pip choose)
 #   HEPFLOWS_REINSTALL=1  force the installation step again
+#   HEPFLOWS_SKIP_INDEX=1 do not rerun `law index` (HTCondor jobs reuse the submitter's index)
 
 if [ -n "${BASH_SOURCE:-}" ]; then
     _hf_src="${BASH_SOURCE[0]}"
@@ -60,7 +61,9 @@ _hf_setup() {
     export MPLBACKEND="${MPLBACKEND:-Agg}"
     mkdir -p "${HEPFLOWS_STORE}" "${LAW_HOME}"
 
-    law index -q || { echo "hepflows: law index failed" >&2; return 1; }
+    if [ "${HEPFLOWS_SKIP_INDEX:-0}" != "1" ]; then
+        law index -q || { echo "hepflows: law index failed" >&2; return 1; }
+    fi
     echo "hepflows: ready (store: ${HEPFLOWS_STORE})"
 }
 

@@ -54,6 +54,18 @@ def markdown(results: dict) -> str:
     lines.append(f"| default flow ({d['model']}): 10^6 events | {d['seconds_per_million']:.1f} s (aim < 30 s), "
                  f"log-log slope {d['loglog_slope']:.2f} | dense matmul {d['matmul_flops'] / 1e9:.0f} GFLOP/s | "
                  f"{100 * d['fraction_of_matmul']:.1f} % of matmul ({d['achieved_flops'] / 1e9:.1f} GFLOP/s) |")
+    ev = results["evaluation"]
+    lines.append(f"| evaluation, full metric set ({ev['n_events']:,} vs {ev['n_events']:,} events) | "
+                 f"{ev['seconds']['median']:.0f} s [{ev['seconds']['min']:.0f}, {ev['seconds']['max']:.0f}] | | |")
+    li = results["limits"]
+    lines.append(f"| expected limit with bands ({li['n_bins']} bins, staterror + 10 % syst.) | "
+                 f"{1e3 * li['fast_seconds']['median_s']:.0f} ms [{1e3 * li['fast_seconds']['min_s']:.0f}, "
+                 f"{1e3 * li['fast_seconds']['max_s']:.0f}] | pyhf upper_limit: {li['pyhf_seconds']:.1f} s | "
+                 f"x{li['speedup']:.0f} faster, max. relative difference {100 * li['max_relative_difference']:.2f} % |")
+    if "end_to_end" in results:
+        e = results["end_to_end"]
+        lines.append(f"| RunAnalysis end to end ({e['config']}, empty store) | {e['wall_seconds'] / 60:.1f} min, "
+                     f"peak RSS {e['peak_rss_gib']:.2f} GiB | aim < 15 min, < 4 GiB | |")
     return "\n".join(lines) + "\n"
 
 

@@ -97,17 +97,88 @@ def bench_skim_scaling(cfg: AnalysisConfig, sizes: list[int], repeats: int, work
     return {"points": rows, "loglog_slope": slope}
 
 
+def bench_evaluation(cfg: AnalysisConfig, n_events: int, repeats: int, workdir: Path) -> dict:
+    """The full metric set of :func:`analysis.metrics.evaluate` (per-feature distances and tests with bootstrap
+    uncertainties and MC references, C2ST, correlations) on ``n_events`` against ``n_events``: skimmed simulated
+    background from the real generator and skim, resampled to size."""
+    from analysis.features import FEATURES
+    from analysis.metrics import evaluate
+    from analysis.ntuple import feature_matrix
+
+    path = workdir / "evaluation_input.root"
+    write_nanoaod_file(path, cfg, "background", 0, n_events=60_000)
+    x = feature_matrix(skim_nanoaod(path, cfg, 0, 1.0)[0])
+    rng = np.random.default_rng(3)
+    a, b = x[rng.integers(0, len(x), n_events)], x[rng.integers(0, len(x), n_events)]
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        evaluate(a, b, FEATURES, seed=1)
+        times.append(time.perf_counter() - t0)
+    return {"n_events": n_events, "seconds": {"median": statistics.median(times), "min": min(times),
+                                              "max": max(times), "repeats": repeats}}
+
+
+def bench_limits(n_bins: int, repeats: int) -> dict:
+    """Seconds per expected limit with its +-1/2 sigma bands: the project's route
+    (:func:`analysis.statistics.expected_limits`) against pyhf's ``upper_limits.upper_limit`` on the same
+    workspace (staterror on every bin, a 10 % background normalisation systematic), and their relative
+    difference per band."""
+    from analysis.statistics import build_workspace, expected_limits, pyhf_expected_limits
+
+    rng = np.random.default_rng(5)
+    b = np.sort(rng.uniform(50, 5000, n_bins))[::-1]
+    s = np.sort(rng.uniform(1, 60, n_bins))
+    ws = build_workspace(s, b, rng.uniform(0.02, 0.15, n_bins) * b, 0.1, name=f"bench_{n_bins}bins")
+    fast = timed(lambda: expected_limits(ws), repeats)
+    t0 = time.perf_counter()
+    ref = pyhf_expected_limits(ws)
+    pyhf_s = time.perf_counter() - t0
+    ours = expected_limits(ws)
+    return {"n_bins": n_bins, "fast_seconds": fast, "pyhf_seconds": pyhf_s,
+            "speedup": pyhf_s / fast["median_s"], "limits": ours, "pyhf_limits": ref,
+            "max_relative_difference": max(abs(ours[k] / ref[k] - 1) for k in ref)}
+
+
+def bench_end_to_end(config: str, workdir: Path) -> dict:
+    """Wall time and peak resident memory of ``law run RunAnalysis`` on ``config`` in an empty store (one law
+    worker: every task runs in the law process, whose peak RSS is measured)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    law = str(Path(sys.executable).parent / "law")
+    env = dict(os.environ, HEPFLOWS_STORE=str(workdir / "store"), LAW_HOME=str(workdir / "law"),
+               LAW_CONFIG_FILE=str(repo / "law.cfg"), MPLBACKEND="Agg")
+    subprocess.run([law, "index", "-q"], env=env, cwd=repo, check=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run([law, "run", "RunAnalysis", "--version", "bench", "--config", config], env=env,
+                          cwd=repo, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"RunAnalysis failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"config": config, "wall_seconds": wall, "peak_rss_gib": peak_kb / 2**20}
+
+
 def run_all(cfg: AnalysisConfig, quick: bool) -> dict:
     repeats = 3 if quick else 5
     with tempfile.TemporaryDirectory(prefix="hepflows-bench-") as d:
         work = Path(d)
-        return {
+        out = {
             "generator": bench_generator(cfg, 50_000 if quick else 300_000, repeats, work),
             "skim": bench_skim(cfg, 100_000 if quick else 500_000, repeats, work),
             "skim_scaling": bench_skim_scaling(cfg, [25_000, 50_000, 100_000] if quick
                                                else [100_000, 300_000, 1_000_000], 3, work),
             "flows": bench_flows(cfg, quick, work),
+            "evaluation": bench_evaluation(cfg, 100_000 if quick else 1_000_000, 1 if quick else 3, work),
+            "limits": bench_limits(5 if quick else 20, 5),
         }
+        if not quick:  # the whole chain takes minutes; the quick suite stays short
+            out["end_to_end"] = bench_end_to_end(cfg.name, work / "e2e")
+        return out
 
 
 def _flow_training_data(cfg: AnalysisConfig, workdir: Path, n_events: int):

@@ -4,8 +4,10 @@ Every output lives under ``$HEPFLOWS_STORE/<TaskFamily>/<config>/<version>/[<set
 analysis configuration, the user's ``--version``, and any parameter that changes the result (for example
 ``input-<hash>`` when ``--input-path`` overrides the configured input file).
 
-Branched stages derive from :class:`AnalysisWorkflow`, a ``law.LocalWorkflow``; a remote workflow base (law's
-HTCondor workflow) can be added to that class alone without touching any task.
+Branched stages derive from :class:`AnalysisWorkflow`: law's local workflow (default) and law's HTCondor
+workflow (``--workflow htcondor``: the branches become HTCondor jobs that bootstrap with the project's
+``setup.sh`` on a shared file system). Plain tasks pass ``--workflow`` on to the branched stages they require, so
+``law run RunAnalysis --version v1 --workflow htcondor`` sends every branched stage of the chain to the pool.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 
 import law
 import luigi
+
+law.contrib.load("htcondor")
 
 from analysis.config import AnalysisConfig, ConfigError, load_config
 
@@ -48,6 +52,9 @@ class AnalysisTask(law.Task):
                              "(quickstart, paper, higgs_uci) or the path of a YAML file; default: quickstart")
     input_path = luigi.Parameter(default="", significant=True, description="override the input file of "
                                  "higgs_csv samples (e.g. the full HIGGS.csv.gz); default: as configured")
+    # plain tasks only pass it on to the branched stages they require (workflows use law's own parameter)
+    workflow = luigi.Parameter(default="local", significant=False, description="workflow type of the branched "
+                               "stages: local or htcondor; default: local")
 
     task_namespace = None
     # ``--<Task>-version v2`` on the command line gives that task alone a new version, even when it is required
@@ -113,6 +120,46 @@ class AnalysisTask(law.Task):
         return progress
 
 
-class AnalysisWorkflow(AnalysisTask, law.LocalWorkflow):
-    """Base of every branched stage. Remote execution (law's HTCondor workflow) is added here as a second
-    workflow base, so that no task changes."""
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class AnalysisWorkflow(AnalysisTask, law.LocalWorkflow, law.htcondor.HTCondorWorkflow):
+    """Base of every branched stage: runs its branches locally (``--workflow local``, the default; ``--workers
+    N`` runs N at once) or as HTCondor jobs (``--workflow htcondor``), one job per branch (``--tasks-per-job``),
+    retried ``--retries`` times when they fail; a rerun submits only the branches whose outputs are missing.
+
+    Jobs request ``--htcondor-cpus``, ``--htcondor-memory`` (MB) and ``--htcondor-runtime`` (hours), and a GPU
+    when the task runs on ``--device cuda``. Job files, submission records and logs go to ``htcondor/`` in the
+    task's store directory.
+    """
+
+    workflow = law.BaseWorkflow.workflow  # law's parameter, not the pass-through of plain tasks
+
+    htcondor_cpus = luigi.IntParameter(default=1, significant=False, description="CPUs per HTCondor job")
+    htcondor_memory = luigi.IntParameter(default=4000, significant=False, description="memory per HTCondor job "
+                                         "in MB; default: 4000")
+    htcondor_runtime = law.DurationParameter(default=2.0, unit="h", significant=False,
+                                             description="maximum runtime per HTCondor job; default: 2h")
+
+    exclude_params_branch = {"htcondor_cpus", "htcondor_memory", "htcondor_runtime"}
+
+    def htcondor_output_directory(self):
+        return law.LocalDirectoryTarget(self.local_path("htcondor"))
+
+    def htcondor_bootstrap_file(self):
+        return law.JobInputFile(os.path.join(REPO, "workflow", "htcondor_bootstrap.sh"), share=True,
+                                render_job=True)
+
+    def htcondor_job_config(self, config, job_num, branches):
+        # where the job finds the project and the store (a shared file system, as on analysis facilities)
+        config.render_variables["hepflows_repo"] = REPO
+        config.render_variables["hepflows_store"] = store_base()
+        config.render_variables["law_home"] = os.environ.get("LAW_HOME", os.path.join(REPO, ".law"))
+        # job logs next to the submission records in the store (law appends the job's branch range)
+        config.stdout, config.stderr, config.log = "stdout.txt", "stderr.txt", "log.txt"
+        config.custom_content.append(("request_cpus", self.htcondor_cpus))
+        config.custom_content.append(("request_memory", self.htcondor_memory))
+        config.custom_content.append(("+MaxRuntime", int(self.htcondor_runtime * 3600)))
+        if str(getattr(self, "device", "cpu")).startswith("cuda"):
+            config.custom_content.append(("request_gpus", 1))
+        return config
