@@ -16,7 +16,7 @@ from pathlib import Path
 from analysis.config import load_config
 from analysis.io import atomic_path, write_json
 
-from .stages import run_all
+from .stages import STAGES, run_all
 
 
 def machine() -> dict:
@@ -29,44 +29,56 @@ def machine() -> dict:
             "coffea": coffea.__version__}
 
 
-def markdown(results: dict) -> str:
-    g, s, sc = results["generator"], results["skim"], results["skim_scaling"]
-    sizes = ", ".join(f"{p['n_events']:,}" for p in sc["points"])
-    lines = [
-        "| stage | figure (median, [min, max]) | reference in the same run | ratio |",
-        "|---|---|---|---|",
-        f"| generator + detector + NanoAOD writing ({g['n_events']:,} ttbar events, 1 core) | "
-        f"{g['events_per_s_per_core']['median']:,.0f} ev/s [{g['events_per_s_per_core']['min']:,.0f}, "
-        f"{g['events_per_s_per_core']['max']:,.0f}] | uproot writing the same arrays: "
-        f"{g['uproot_write_only_events_per_s']['median']:,.0f} ev/s | time x{g['time_ratio_to_uproot_write']:.1f} |",
-        f"| coffea skim ({s['n_events']:,} events) | {s['skim_events_per_s']['median']:,.0f} ev/s "
-        f"[{s['skim_events_per_s']['min']:,.0f}, {s['skim_events_per_s']['max']:,.0f}] | plain uproot read of the "
-        f"same branches: {s['uproot_read_events_per_s']['median']:,.0f} ev/s | "
-        f"time x{s['time_ratio_to_bare_read']:.2f} |",
-        f"| skim scaling ({sizes} events) | "
-        f"log-log slope {sc['loglog_slope']:.2f} | linear = 1.00 | |",
-    ]
-    fl = results["flows"]
-    for name, r in fl["zoo"].items():
-        lines.append(f"| flow {name}: training ({r['train_events']:,} events/epoch) and sampling | "
-                     f"train {r['train_events_per_s']:,.0f} ev/s, sample {r['sampling_events_per_s']:,.0f} ev/s | | |")
-    d = fl["default"]
-    lines.append(f"| default flow ({d['model']}): 10^6 events | {d['seconds_per_million']:.1f} s (aim < 30 s), "
-                 f"log-log slope {d['loglog_slope']:.2f} | dense matmul {d['matmul_flops'] / 1e9:.0f} GFLOP/s | "
-                 f"{100 * d['fraction_of_matmul']:.1f} % of matmul ({d['achieved_flops'] / 1e9:.1f} GFLOP/s) |")
-    ev = results["evaluation"]
-    lines.append(f"| evaluation, full metric set ({ev['n_events']:,} vs {ev['n_events']:,} events) | "
-                 f"{ev['seconds']['median']:.0f} s [{ev['seconds']['min']:.0f}, {ev['seconds']['max']:.0f}] | | |")
-    li = results["limits"]
-    lines.append(f"| expected limit with bands ({li['n_bins']} bins, staterror + 10 % syst.) | "
-                 f"{1e3 * li['fast_seconds']['median_s']:.0f} ms [{1e3 * li['fast_seconds']['min_s']:.0f}, "
-                 f"{1e3 * li['fast_seconds']['max_s']:.0f}] | pyhf upper_limit: {li['pyhf_seconds']:.1f} s | "
-                 f"x{li['speedup']:.0f} faster, max. relative difference {100 * li['max_relative_difference']:.2f} % |")
+def _rows(results: dict) -> list[str]:
+    rows = []
+    if "generator" in results:
+        g = results["generator"]
+        r = g["events_per_s_per_core"]
+        rows.append(f"| generator + detector + NanoAOD writing ({g['n_events']:,} ttbar events, 1 core) | "
+                    f"{r['median']:,.0f} ev/s [{r['min']:,.0f}, {r['max']:,.0f}] | uproot writing the same arrays: "
+                    f"{g['uproot_write_only_events_per_s']['median']:,.0f} ev/s | "
+                    f"time x{g['time_ratio_to_uproot_write']:.1f} |")
+    if "skim" in results:
+        s = results["skim"]
+        r = s["skim_events_per_s"]
+        rows.append(f"| coffea skim ({s['n_events']:,} events) | {r['median']:,.0f} ev/s [{r['min']:,.0f}, "
+                    f"{r['max']:,.0f}] | plain uproot read of the same branches: "
+                    f"{s['uproot_read_events_per_s']['median']:,.0f} ev/s | time x{s['time_ratio_to_bare_read']:.2f} |")
+    if "skim_scaling" in results:
+        sc = results["skim_scaling"]
+        sizes = ", ".join(f"{p['n_events']:,}" for p in sc["points"])
+        rows.append(f"| skim scaling ({sizes} events) | log-log slope {sc['loglog_slope']:.2f} | linear = 1.00 | |")
+    if "flows" in results:
+        fl = results["flows"]
+        for name, r in fl["zoo"].items():
+            rows.append(f"| flow {name}: training ({r['train_events']:,} events/epoch) and sampling | "
+                        f"train {r['train_events_per_s']:,.0f} ev/s, sample {r['sampling_events_per_s']:,.0f} ev/s "
+                        "| | |")
+        d = fl["default"]
+        rows.append(f"| default flow ({d['model']}): 10^6 events | {d['seconds_per_million']:.1f} s (aim < 30 s), "
+                    f"log-log slope {d['loglog_slope']:.2f} | dense matmul {d['matmul_flops'] / 1e9:.0f} GFLOP/s | "
+                    f"{100 * d['fraction_of_matmul']:.1f} % of matmul ({d['achieved_flops'] / 1e9:.1f} GFLOP/s) |")
+    if "evaluation" in results:
+        ev = results["evaluation"]
+        rows.append(f"| evaluation, full metric set ({ev['n_events']:,} vs {ev['n_events']:,} events) | "
+                    f"{ev['seconds']['median']:.0f} s ({ev['seconds']['repeats']} run) | | |")
+    if "limits" in results:
+        li = results["limits"]
+        f = li["fast_seconds"]
+        rows.append(f"| expected limit with bands ({li['n_bins']} bins, staterror + 10 % syst.) | "
+                    f"{1e3 * f['median_s']:.0f} ms [{1e3 * f['min_s']:.0f}, {1e3 * f['max_s']:.0f}] | "
+                    f"pyhf upper_limit: {li['pyhf_seconds']:.1f} s | x{li['speedup']:.0f} faster, max. relative "
+                    f"difference {100 * li['max_relative_difference']:.2f} % |")
     if "end_to_end" in results:
         e = results["end_to_end"]
-        lines.append(f"| RunAnalysis end to end ({e['config']}, empty store) | {e['wall_seconds'] / 60:.1f} min, "
-                     f"peak RSS {e['peak_rss_gib']:.2f} GiB | aim < 15 min, < 4 GiB | |")
-    return "\n".join(lines) + "\n"
+        rows.append(f"| RunAnalysis end to end ({e['config']}, empty store, 1 worker) | {e['wall_seconds'] / 60:.1f} "
+                    f"min, peak RSS {e['peak_rss_gib']:.2f} GiB | aim < 15 min, < 4 GiB | |")
+    return rows
+
+
+def markdown(results: dict) -> str:
+    head = ["| stage | figure (median, [min, max]) | reference in the same run | ratio |", "|---|---|---|---|"]
+    return "\n".join(head + _rows(results)) + "\n"
 
 
 def main(argv=None) -> int:
@@ -75,11 +87,19 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
     parser.add_argument("--config", default="quickstart", help="analysis configuration (default: quickstart)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="output directory")
+    parser.add_argument("--only", default=",".join(STAGES), help="comma-separated benchmarks (default: all of "
+                        f"{', '.join(STAGES)})")
     args = parser.parse_args(argv)
+    only = tuple(s.strip() for s in args.only.split(",") if s.strip())
+    unknown = sorted(set(only) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; known: {', '.join(STAGES)}")
     cfg = load_config(args.config)
-    results = run_all(cfg, quick=args.quick)
+    results = run_all(cfg, quick=args.quick, only=only)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d")
     name = f"{stamp}-quick" if args.quick else stamp
+    if set(only) != set(STAGES):
+        name += "-" + "-".join(only)
     out = Path(args.out)
     payload = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
                "config": cfg.name, "machine": machine(), "results": results}

@@ -163,24 +163,6 @@ def bench_end_to_end(config: str, workdir: Path) -> dict:
     return {"config": config, "wall_seconds": wall, "peak_rss_gib": peak_kb / 2**20}
 
 
-def run_all(cfg: AnalysisConfig, quick: bool) -> dict:
-    repeats = 3 if quick else 5
-    with tempfile.TemporaryDirectory(prefix="hepflows-bench-") as d:
-        work = Path(d)
-        out = {
-            "generator": bench_generator(cfg, 50_000 if quick else 300_000, repeats, work),
-            "skim": bench_skim(cfg, 100_000 if quick else 500_000, repeats, work),
-            "skim_scaling": bench_skim_scaling(cfg, [25_000, 50_000, 100_000] if quick
-                                               else [100_000, 300_000, 1_000_000], 3, work),
-            "flows": bench_flows(cfg, quick, work),
-            "evaluation": bench_evaluation(cfg, 100_000 if quick else 1_000_000, 1 if quick else 3, work),
-            "limits": bench_limits(5 if quick else 20, 5),
-        }
-        if not quick:  # the whole chain takes minutes; the quick suite stays short
-            out["end_to_end"] = bench_end_to_end(cfg.name, work / "e2e")
-        return out
-
-
 def _flow_training_data(cfg: AnalysisConfig, workdir: Path, n_events: int):
     """Skimmed, partitioned, preprocessed background from the real generator and skim."""
     from analysis.features import FEATURES
@@ -252,3 +234,30 @@ def bench_flows(cfg: AnalysisConfig, quick: bool, workdir: Path) -> dict:
                     "flops_per_event": flops_per_event, "achieved_flops": flops_per_event * rate,
                     "matmul_flops": peak, "fraction_of_matmul": flops_per_event * rate / peak},
     }
+
+
+STAGES = ("generator", "skim", "skim_scaling", "flows", "evaluation", "limits", "end_to_end")
+
+
+def run_all(cfg: AnalysisConfig, quick: bool, only: tuple[str, ...] = STAGES) -> dict:
+    """Every benchmark in ``only`` (all by default); ``end_to_end`` is skipped with ``quick``."""
+    repeats = 3 if quick else 5
+    benches = {
+        "generator": lambda w: bench_generator(cfg, 50_000 if quick else 300_000, repeats, w),
+        "skim": lambda w: bench_skim(cfg, 100_000 if quick else 500_000, repeats, w),
+        "skim_scaling": lambda w: bench_skim_scaling(cfg, [25_000, 50_000, 100_000] if quick
+                                                     else [100_000, 300_000, 1_000_000], 3, w),
+        "flows": lambda w: bench_flows(cfg, quick, w),
+        # 10^6 against 10^6 takes minutes per run: one run in the full suite
+        "evaluation": lambda w: bench_evaluation(cfg, 100_000 if quick else 1_000_000, 1, w),
+        "limits": lambda w: bench_limits(5 if quick else 20, 5),
+        "end_to_end": lambda w: bench_end_to_end(cfg.name, w / "e2e"),
+    }
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="hepflows-bench-") as d:
+        for name in only:
+            if name == "end_to_end" and quick:  # the whole chain takes minutes; the quick suite stays short
+                continue
+            print(f"benchmark: {name}", flush=True)
+            out[name] = benches[name](Path(d))
+    return out

@@ -19,9 +19,9 @@ import os
 import law
 import luigi
 
-law.contrib.load("htcondor")
-
 from analysis.config import AnalysisConfig, ConfigError, load_config
+
+law.contrib.load("htcondor")
 
 
 def store_base() -> str:
@@ -71,17 +71,20 @@ class AnalysisTask(law.Task):
             raise SystemExit(f"hepflows: {e}") from None
 
     def complete(self) -> bool:
-        """Complete when every output exists and none is older than any input (as ``make`` decides): after a
-        stage is rerun (``--remove-output`` on it, or a new version of it), exactly the tasks that depend on it
-        are out of date and rerun; everything upstream stays."""
+        """Complete when every output exists, every input exists, and no output is older than an input (as
+        ``make`` decides, one level deep): after a stage is rerun (``--remove-output`` on it, or a new version of
+        it), exactly the tasks that depend on it are out of date and rerun; everything upstream stays. A task
+        whose input has vanished is out of date too, so its requirement is redone first."""
         if not super().complete():
             return False
         if isinstance(self, law.BaseWorkflow) and self.is_workflow():
             return True  # each branch decides for itself
-        inputs = law.target.collection.flatten_collections(self.input())
-        newest_input = max((_mtime(t) for t in inputs), default=None)
-        if newest_input is None:
+        times = [_mtime(t) for t in law.target.collection.flatten_collections(self.input())]
+        if not times:
             return True
+        if any(m is None for m in times):
+            return False
+        newest_input = max(times)
         outputs = law.target.collection.flatten_collections(self.output())
         return all(_mtime(t) is None or _mtime(t) >= newest_input for t in outputs)
 

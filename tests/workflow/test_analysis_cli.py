@@ -97,11 +97,13 @@ def test_rerun_of_one_stage_reruns_exactly_its_dependents(env, analysis_config, 
     assert mtime(*scores) == before[scores] and mtime(*model) == before[model]  # upstream: untouched
 
 
-def test_missing_upstream_output_is_named(env, analysis_config, ran):  # noqa: F811
-    """A missing upstream file makes its task incomplete: law reruns it, nothing downstream reads a gap."""
-    target = store(env, "ScoreEvents", "tinyana", "v1", "bdt", "scores.npz")
-    target.unlink()
-    status = law(env, "RunAnalysis", *RUN, "--config", analysis_config, "--print-status", "3").stdout
+def test_vanished_input_is_redone(env, analysis_config, ran):  # noqa: F811
+    """A task whose input file has vanished is out of date: law redoes the requirement, then the task."""
+    scores = store(env, "ScoreEvents", "tinyana", "v1", "bdt", "scores.npz")
+    limits = store(env, "LimitScan", "tinyana", "v1", "limits.json")
+    before = limits.stat().st_mtime
+    scores.unlink()
+    status = law(env, "LimitScan", *RUN, "--config", analysis_config, "--print-status", "1").stdout
     assert re.search(r"scores\.npz\)\n[\s│]*absent", status)
-    law(env, "RunAnalysis", *RUN, "--config", analysis_config)
-    assert target.exists()
+    law(env, "LimitScan", *RUN, "--config", analysis_config)
+    assert scores.exists() and limits.stat().st_mtime > before
