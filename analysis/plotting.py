@@ -116,19 +116,25 @@ def plot_cutflow(cutflows: dict[str, dict], path: str | os.PathLike, title: str 
 
 def plot_training_history(history: list[dict], path: str | os.PathLike, title: str = "",
                           baseline: float | None = None, test_nll: float | None = None) -> list[Path]:
-    """Training and validation negative log-likelihood per epoch, the learning rate on a second axis, the best
-    epoch marked, and optionally a baseline (e.g. a Gaussian fit) and the test NLL as horizontal lines."""
+    """Training NLL and the median (the early-stopping criterion) and mean validation NLL per epoch, the learning
+    rate on a second axis, the best epoch marked, and optionally a baseline (e.g. a Gaussian fit) and the test
+    NLL (medians) as horizontal lines. The mean can run off the scale: it is dominated by a few events."""
     plt.style.use(hep.style.ROOT)
     fig, ax = plt.subplots(figsize=(9, 6))
     epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [h["train_nll"] for h in history], "o-", label="training")
-    ax.plot(epochs, [h["val_nll"] for h in history], "s-", label="validation")
-    best = min(history, key=lambda h: h["val_nll"])
-    ax.axvline(best["epoch"], color="grey", ls=":", label=f"best epoch {best['epoch']}")
+    train = [h["train_nll"] for h in history]
+    median = [h.get("val_median_nll", h["val_nll"]) for h in history]
+    ax.plot(epochs, train, "o-", label="training")
+    ax.plot(epochs, median, "s-", label="validation (median)")
+    ax.plot(epochs, [h["val_nll"] for h in history], "^:", alpha=0.6, label="validation (mean)")
+    best = epochs[int(np.argmin(median))]
+    ax.axvline(best, color="grey", ls=":", label=f"best epoch {best}")
     if baseline is not None:
         ax.axhline(baseline, color="black", ls="--", label=f"multivariate Gaussian ({baseline:.2f})")
     if test_nll is not None:
         ax.axhline(test_nll, color="tab:red", ls="-.", label=f"test ({test_nll:.2f})")
+    values = train + median + ([baseline] if baseline is not None else [])
+    ax.set_ylim(min(values) - 0.5, max(values) + 1.0)
     ax.set_xlabel("epoch")
     ax.set_ylabel("negative log-likelihood per event")
     ax2 = ax.twinx()

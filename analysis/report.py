@@ -25,7 +25,7 @@ GENERATOR_COLUMNS = [
     ("chi2_ndf_generated", "mean chi2/ndf"), ("chi2_ndf_mc_reference", "mean chi2/ndf, MC ref."),
     ("js_distance_generated", "mean JS"), ("js_distance_mc_reference", "mean JS, MC ref."),
     ("corr_rms_difference", "corr. RMS diff."), ("corr_rms_difference_mc", "corr. RMS diff., MC ref."),
-    ("test_nll", "test NLL"), ("gaussian_test_nll", "Gaussian NLL"),
+    ("test_nll", "test NLL (median)"), ("gaussian_test_nll", "Gaussian NLL (median)"),
     ("train_seconds", "training [s]"), ("sampling_events_per_s", "sampling [ev/s]"),
 ]
 

@@ -89,13 +89,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="output directory")
     parser.add_argument("--only", default=",".join(STAGES), help="comma-separated benchmarks (default: all of "
                         f"{', '.join(STAGES)})")
+    parser.add_argument("--e2e-store", default=None, help="keep the outputs of the end-to-end run in this (empty) "
+                        "store, e.g. to read its report; default: a temporary directory")
     args = parser.parse_args(argv)
     only = tuple(s.strip() for s in args.only.split(",") if s.strip())
     unknown = sorted(set(only) - set(STAGES))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; known: {', '.join(STAGES)}")
     cfg = load_config(args.config)
-    results = run_all(cfg, quick=args.quick, only=only)
+    results = run_all(cfg, quick=args.quick, only=only,
+                      e2e_store=Path(args.e2e_store).resolve() if args.e2e_store else None)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d")
     name = f"{stamp}-quick" if args.quick else stamp
     if set(only) != set(STAGES):

@@ -140,9 +140,10 @@ def bench_limits(n_bins: int, repeats: int) -> dict:
             "max_relative_difference": max(abs(ours[k] / ref[k] - 1) for k in ref)}
 
 
-def bench_end_to_end(config: str, workdir: Path) -> dict:
+def bench_end_to_end(config: str, workdir: Path, store: Path | None = None) -> dict:
     """Wall time and peak resident memory of ``law run RunAnalysis`` on ``config`` in an empty store (one law
-    worker: every task runs in the law process, whose peak RSS is measured)."""
+    worker: every task runs in the law process, whose peak RSS is measured). With ``store`` the outputs are kept
+    there (it must not hold a previous run), otherwise in ``workdir``."""
     import os
     import resource
     import subprocess
@@ -150,7 +151,9 @@ def bench_end_to_end(config: str, workdir: Path) -> dict:
 
     repo = Path(__file__).resolve().parent.parent
     law = str(Path(sys.executable).parent / "law")
-    env = dict(os.environ, HEPFLOWS_STORE=str(workdir / "store"), LAW_HOME=str(workdir / "law"),
+    if store is not None and (store / "RunAnalysis").exists():
+        raise RuntimeError(f"{store} holds a previous run; the end-to-end benchmark needs an empty store")
+    env = dict(os.environ, HEPFLOWS_STORE=str(store or workdir / "store"), LAW_HOME=str(workdir / "law"),
                LAW_CONFIG_FILE=str(repo / "law.cfg"), MPLBACKEND="Agg")
     subprocess.run([law, "index", "-q"], env=env, cwd=repo, check=True)
     t0 = time.perf_counter()
@@ -160,7 +163,8 @@ def bench_end_to_end(config: str, workdir: Path) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"RunAnalysis failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"config": config, "wall_seconds": wall, "peak_rss_gib": peak_kb / 2**20}
+    return {"config": config, "wall_seconds": wall, "peak_rss_gib": peak_kb / 2**20,
+            "store": str(store) if store else None}
 
 
 def _flow_training_data(cfg: AnalysisConfig, workdir: Path, n_events: int):
@@ -239,7 +243,7 @@ def bench_flows(cfg: AnalysisConfig, quick: bool, workdir: Path) -> dict:
 STAGES = ("generator", "skim", "skim_scaling", "flows", "evaluation", "limits", "end_to_end")
 
 
-def run_all(cfg: AnalysisConfig, quick: bool, only: tuple[str, ...] = STAGES) -> dict:
+def run_all(cfg: AnalysisConfig, quick: bool, only: tuple[str, ...] = STAGES, e2e_store: Path | None = None) -> dict:
     """Every benchmark in ``only`` (all by default); ``end_to_end`` is skipped with ``quick``."""
     repeats = 3 if quick else 5
     benches = {
@@ -251,7 +255,7 @@ def run_all(cfg: AnalysisConfig, quick: bool, only: tuple[str, ...] = STAGES) ->
         # 10^6 against 10^6 takes minutes per run: one run in the full suite
         "evaluation": lambda w: bench_evaluation(cfg, 100_000 if quick else 1_000_000, 1, w),
         "limits": lambda w: bench_limits(5 if quick else 20, 5),
-        "end_to_end": lambda w: bench_end_to_end(cfg.name, w / "e2e"),
+        "end_to_end": lambda w: bench_end_to_end(cfg.name, w / "e2e", e2e_store),
     }
     out = {}
     with tempfile.TemporaryDirectory(prefix="hepflows-bench-") as d:

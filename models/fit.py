@@ -62,13 +62,14 @@ def fit_generator(
     model = build_flow(name, prep.flow_features, hyper)
 
     def checkpoint(state, rec):
-        save_generator(checkpoint_path, name, hyper, state, prep, {"epoch": rec.epoch, "val_nll": rec.val_nll})
+        save_generator(checkpoint_path, name, hyper, state, prep, {"epoch": rec.epoch, "val_nll": rec.val_median_nll})
 
     result = train_model(model, z["train"], z["validation"], settings, on_epoch,
                          checkpoint if checkpoint_path else None)
     model.to("cpu")
-    test_nll = nll(model, torch.as_tensor(z["reference"], dtype=torch.float32))
-    gauss = gaussian_nll(z["train"], z["reference"])
+    ref = torch.as_tensor(z["reference"], dtype=torch.float32)
+    test_nll, test_median = nll(model, ref), nll(model, ref, statistic="median")
+    gauss, gauss_median = gaussian_nll(z["train"], z["reference"]), gaussian_nll(z["train"], z["reference"], "median")
     n_ref = len(partitions["reference"])
     t0 = time.perf_counter()
     sample = np.concatenate(list(sample_batches(model, n_ref, 100_000, settings.seed)))
@@ -80,7 +81,8 @@ def fit_generator(
         "stopped_early": result.stopped_early, "train_seconds": result.train_seconds,
         "train_events_per_s": float(np.median([h["events_per_s"] for h in history])),
         "sampling_events_per_s": sample_rate,
-        "nll": {"validation": result.best_val_nll, "test": test_nll, "gaussian_test": gauss},
+        "nll": {"validation_median": result.best_val_nll, "test": test_nll, "gaussian_test": gauss,
+                "test_median": test_median, "gaussian_test_median": gauss_median},
         "history": history,
     }
     return GeneratorFit(model, prep, result, metrics, prep.inverse(sample))

@@ -41,7 +41,8 @@ class TrainSettings:
 class EpochRecord:
     epoch: int
     train_nll: float
-    val_nll: float
+    val_nll: float  # mean over validation events
+    val_median_nll: float  # median over validation events: the early-stopping criterion
     learning_rate: float
     events_per_s: float
     seconds: float
@@ -51,19 +52,27 @@ class EpochRecord:
 class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = -1
-    best_val_nll: float = math.inf
+    best_val_nll: float = math.inf  # median validation NLL of the best epoch
     stopped_early: bool = False
     train_seconds: float = 0.0
 
 
-def nll(model, x: torch.Tensor, batch_size: int = 65536) -> float:
-    """Mean negative log-likelihood of ``x`` under ``model()``, in batches, without gradients."""
-    total = 0.0
+def nll_values(model, x: torch.Tensor, batch_size: int = 65536) -> np.ndarray:
+    """Negative log-likelihood of each event of ``x`` under ``model()``, in batches, without gradients."""
+    out = []
     with torch.no_grad():
         dist = model()
         for i in range(0, len(x), batch_size):
-            total += float(-dist.log_prob(x[i:i + batch_size]).sum())
-    return total / max(len(x), 1)
+            out.append(-dist.log_prob(x[i:i + batch_size]).double().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def nll(model, x: torch.Tensor, batch_size: int = 65536, statistic: str = "mean") -> float:
+    """Mean (or median, ``statistic="median"``) negative log-likelihood per event of ``x`` under ``model()``."""
+    values = nll_values(model, x, batch_size)
+    if len(values) == 0:
+        return 0.0
+    return float(np.median(values) if statistic == "median" else values.mean())
 
 
 def train_model(
@@ -75,7 +84,13 @@ def train_model(
     checkpoint: Callable[[dict, EpochRecord], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (a lazy distribution) on ``x_train``; returns the history. The best weights (lowest
-    validation NLL) are loaded into ``model`` on return, also when training stops early or on a non-finite loss.
+    *median* validation NLL) are loaded into ``model`` on return, also when training stops early or on a
+    non-finite loss.
+
+    The median, not the mean: a flow's mean NLL on held-out events is dominated by a handful of events in
+    regions it has not learned (on the quickstart the mean validation NLL of RealNVP rises from 31 to 80 between
+    epochs 10 and 30 while the median keeps falling from 30.1 to 29.2 and the classifier two-sample AUC of the
+    generated events improves from 0.75 to 0.66); stopping on the mean picks a crude early model.
     """
     if len(x_train) == 0:
         raise ValueError("the training partition is empty: no events to train on")
@@ -117,9 +132,10 @@ def train_model(
         lr = opt.param_groups[0]["lr"]
         sched.step()
         model.eval()
-        val = nll(model, xv)
+        values = nll_values(model, xv)
+        val = float(np.median(values))
         dt = time.perf_counter() - t0
-        rec = EpochRecord(epoch, total / count, val, lr, count / dt, dt)
+        rec = EpochRecord(epoch, total / count, float(values.mean()), val, lr, count / dt, dt)
         result.history.append(rec)
         if math.isfinite(val) and val < result.best_val_nll:
             result.best_val_nll, result.best_epoch = val, epoch

@@ -64,8 +64,8 @@ class EvaluateFlow(AnalysisWorkflow):
         result["model"], result["seed"] = d["model"], d["seed"]
         result["training"] = {"train_seconds": training["train_seconds"],
                               "sampling_events_per_s": training["sampling_events_per_s"],
-                              "test_nll": training["nll"]["test"],
-                              "gaussian_test_nll": training["nll"]["gaussian_test"],
+                              "test_nll": training["nll"]["test_median"],
+                              "gaussian_test_nll": training["nll"]["gaussian_test_median"],
                               "partition_sizes": training["partition_sizes"]}
         out = self.output()
         write_json(out["metrics.json"].path, result)

@@ -134,7 +134,8 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
 
         def on_epoch(rec):
             msg = (f"{name} s{seed} epoch {rec.epoch}/{t.epochs}: train NLL {rec.train_nll:.4f}, validation NLL "
-                   f"{rec.val_nll:.4f}, lr {rec.learning_rate:.2e}, {rec.events_per_s:,.0f} events/s")
+                   f"{rec.val_nll:.4f} (median {rec.val_median_nll:.4f}), lr {rec.learning_rate:.2e}, "
+                   f"{rec.events_per_s:,.0f} events/s")
             self.logger.info(msg)
             self.publish_message(msg)
             self.publish_progress(100.0 * rec.epoch / t.epochs)
@@ -152,18 +153,20 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
         out = self.output()
         save_generator(out["model.pt"].path, name, hyper, fit.model.state_dict(), fit.preprocessor,
                        {"seed": seed, "config": cfg.name, "partition_sizes": m["partition_sizes"],
-                        "test_nll": m["nll"]["test"], "gaussian_test_nll": m["nll"]["gaussian_test"]})
+                        "test_nll": m["nll"]["test"], "gaussian_test_nll": m["nll"]["gaussian_test"],
+                        "test_median_nll": m["nll"]["test_median"]})
         write_json(out["metrics.json"].path, m)
         title = f"{cfg.name}: {name}, seed {seed}"
-        plot_training_history(m["history"], out["loss.png"].path, title=title, baseline=m["nll"]["gaussian_test"],
-                              test_nll=m["nll"]["test"])
+        plot_training_history(m["history"], out["loss.png"].path, title=title,
+                              baseline=m["nll"]["gaussian_test_median"], test_nll=m["nll"]["test_median"])
         w = np.ones(len(data["reference"]))
         plot_features({"reference (simulated)": (dict(zip(FEATURES, data["reference"].T)), w),
                        f"generated ({name})": (dict(zip(FEATURES, fit.generated.T)), w)},
                       out["marginals.png"].path, units=cfg.feature_units, title=title)
         ckpt.remove(silent=True)
-        self.publish_message(f"{name} s{seed}: test NLL {m['nll']['test']:.3f} (Gaussian "
-                             f"{m['nll']['gaussian_test']:.3f}), sampling {m['sampling_events_per_s']:,.0f} events/s")
+        self.publish_message(f"{name} s{seed}: median test NLL {m['nll']['test_median']:.3f} (Gaussian "
+                             f"{m['nll']['gaussian_test_median']:.3f}), sampling {m['sampling_events_per_s']:,.0f} "
+                             "events/s")
 
 
 class SampleFlow(FlowTask, AnalysisWorkflow):
