@@ -61,7 +61,8 @@ def _rows(results: dict) -> list[str]:
     if "evaluation" in results:
         ev = results["evaluation"]
         rows.append(f"| evaluation, full metric set ({ev['n_events']:,} vs {ev['n_events']:,} events) | "
-                    f"{ev['seconds']['median']:.0f} s ({ev['seconds']['repeats']} run) | | |")
+                    f"{ev['seconds']['median']:.0f} s [{ev['seconds']['min']:.0f}, {ev['seconds']['max']:.0f}] "
+                    f"({ev['seconds']['repeats']} runs) | | |")
     if "limits" in results:
         li = results["limits"]
         f = li["fast_seconds"]

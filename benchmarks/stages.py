@@ -252,8 +252,7 @@ def run_all(cfg: AnalysisConfig, quick: bool, only: tuple[str, ...] = STAGES, e2
         "skim_scaling": lambda w: bench_skim_scaling(cfg, [25_000, 50_000, 100_000] if quick
                                                      else [100_000, 300_000, 1_000_000], 3, w),
         "flows": lambda w: bench_flows(cfg, quick, w),
-        # 10^6 against 10^6 takes minutes per run: one run in the full suite
-        "evaluation": lambda w: bench_evaluation(cfg, 50_000 if quick else 1_000_000, 1, w),
+        "evaluation": lambda w: bench_evaluation(cfg, 50_000 if quick else 1_000_000, 1 if quick else 3, w),
         "limits": lambda w: bench_limits(5 if quick else 20, 5),
         "end_to_end": lambda w: bench_end_to_end(cfg.name, w / "e2e", e2e_store),
     }
