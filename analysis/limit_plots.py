@@ -23,6 +23,21 @@ def _bands(rows: list[dict], key: str) -> np.ndarray:
     return np.asarray([r[key] for r in rows])
 
 
+def _panels(n: int, height: float = 7):
+    """One panel per systematic size, sharing the y axis."""
+    plt.style.use(hep.style.ROOT)
+    return plt.subplots(1, n, figsize=(8 * n, height), squeeze=False, sharey=True)
+
+
+def _finish(fig, axes, ylabel: str, title: str, path) -> list[Path]:
+    axes[0, 0].set_ylabel(ylabel)
+    axes[0, 0].legend(fontsize=11)
+    if title:
+        fig.suptitle(title, fontsize=16)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def plot_templates(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
     """Score templates in the final binning: simulated and generated (largest N, each seed) background with
     their statistical uncertainties, the signal, and the ratio generated / simulated."""
@@ -60,10 +75,9 @@ def plot_limit_scan(results: dict, path: str | os.PathLike, title: str = "") -> 
     """Expected limit against the number of generated background events, one panel per systematic size:
     median over flow seeds with the seed spread and the expected +-1/2 sigma bands, each seed as a thin line, the
     simulated-background limit at its own size (with its bands) and the infinite-statistics limit."""
-    plt.style.use(hep.style.ROOT)
     systs = list(results["simulated"])
     sizes = np.asarray(results["sizes"])
-    fig, axes = plt.subplots(1, len(systs), figsize=(8 * len(systs), 7), squeeze=False, sharey=True)
+    fig, axes = _panels(len(systs))
     for ax, k in zip(axes[0], systs):
         med = results["generated"][k]["median"]
         ax.fill_between(sizes, _bands(med, "-2"), _bands(med, "2"), color=_YELLOW, label=r"expected $\pm 2\sigma$")
@@ -80,22 +94,16 @@ def plot_limit_scan(results: dict, path: str | os.PathLike, title: str = "") -> 
         ax.set_yscale("log")
         ax.set_xlabel("generated background events")
         ax.set_title(f"background systematic {float(k):.0%}", fontsize=16)
-    axes[0, 0].set_ylabel(r"expected 95% CL upper limit on $\mu$")
-    axes[0, 0].legend(fontsize=11)
-    if title:
-        fig.suptitle(title, fontsize=16)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, axes, r"expected 95% CL upper limit on $\mu$", title, path)
 
 
 def plot_difference(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
     """Relative difference of the generated-background limit (median of seeds) from the simulated-background
     limit, against the number of generated events, inside the simulated expected +-1/2 sigma band (relative to
     its median); one panel per systematic size."""
-    plt.style.use(hep.style.ROOT)
     systs = list(results["simulated"])
     sizes = np.asarray(results["sizes"])
-    fig, axes = plt.subplots(1, len(systs), figsize=(8 * len(systs), 6.5), squeeze=False, sharey=True)
+    fig, axes = _panels(len(systs), 6.5)
     for ax, k in zip(axes[0], systs):
         sim = results["simulated"][k]
         rel = {b: sim[b] / sim["0"] - 1 for b in ("-2", "-1", "1", "2")}
@@ -110,22 +118,16 @@ def plot_difference(results: dict, path: str | os.PathLike, title: str = "") -> 
         ax.set_xscale("log")
         ax.set_xlabel("generated background events")
         ax.set_title(f"background systematic {float(k):.0%}", fontsize=16)
-    axes[0, 0].set_ylabel("(limit gen. - limit sim.) / limit sim.")
-    axes[0, 0].legend(fontsize=11)
-    if title:
-        fig.suptitle(title, fontsize=16)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, axes, "(limit gen. - limit sim.) / limit sim.", title, path)
 
 
 def plot_luminosity(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
     """Expected limit against integrated luminosity for simulated, generated (largest N, median of seeds) and
     infinite-statistics background; one panel per systematic size, simulated bands shaded."""
-    plt.style.use(hep.style.ROOT)
     lumi = results["luminosity"]
     L = np.asarray(lumi["luminosities_fb"])
     systs = list(lumi["simulated"])
-    fig, axes = plt.subplots(1, len(systs), figsize=(8 * len(systs), 7), squeeze=False, sharey=True)
+    fig, axes = _panels(len(systs))
     for ax, k in zip(axes[0], systs):
         sim = lumi["simulated"][k]
         ax.fill_between(L, _bands(sim, "-2"), _bands(sim, "2"), color=_YELLOW, label=r"simulated $\pm 2\sigma$")
@@ -138,12 +140,7 @@ def plot_luminosity(results: dict, path: str | os.PathLike, title: str = "") -> 
         ax.set_yscale("log")
         ax.set_xlabel(r"integrated luminosity [fb$^{-1}$]")
         ax.set_title(f"background systematic {float(k):.0%}", fontsize=16)
-    axes[0, 0].set_ylabel(r"expected 95% CL upper limit on $\mu$")
-    axes[0, 0].legend(fontsize=11)
-    if title:
-        fig.suptitle(title, fontsize=16)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, axes, r"expected 95% CL upper limit on $\mu$", title, path)
 
 
 def plot_closure(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
