@@ -121,13 +121,12 @@ def run_scan(samples: ScoredSamples, cfg: LimitConfig, seed: int,
         results["generated"][k] = {"per_seed": per_seed,
                                    "median": [_median_bands([per_seed[str(s)][i] for s in seeds])
                                               for i in range(len(sizes))]}
-    results["templates"]["generated"] = {str(s): generated_template(samples.generated[s][:sizes[-1]]).to_dict()
-                                         for s in seeds}
+    largest = {s: generated_template(samples.generated[s][:sizes[-1]]) for s in seeds}
+    results["templates"]["generated"] = {str(s): largest[s].to_dict() for s in seeds}
 
     # luminosity scan (templates scale with luminosity; their relative statistical uncertainty does not)
     lumis = list(cfg.luminosities_fb)
     lumi = {"luminosities_fb": lumis, "simulated": {}, "generated": {}, "infinite": {}}
-    largest = {s: generated_template(samples.generated[s][:sizes[-1]]) for s in seeds}
     for syst in cfg.background_systematics:
         k = _syst_key(syst)
         lumi["simulated"][k], lumi["infinite"][k], lumi["generated"][k] = [], [], []

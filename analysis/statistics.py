@@ -24,6 +24,7 @@ The likelihood is read from the pyhf workspace itself, and :func:`pyhf_expected_
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Mapping, Sequence
 
@@ -236,12 +237,16 @@ class ChannelModel:
                 raise StatisticsError(f"{self.name}: conditional fit at mu = {mu:g} failed: {res.message}")
         return float(res.fun), res.x
 
+    @functools.cached_property
+    def asimov_minimum(self) -> float:
+        """NLL of the background-only Asimov data at its unconditional minimum, the nominal point."""
+        nominal = [0.0] * (self.syst is not None) + [1.0] * (self.lumi_sigma is not None)
+        return self._nll_and_grad(np.asarray(nominal), 0.0, self.background)[0]
+
     def sqrt_qtilde_asimov(self, mu: float, start: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         """sqrt(q~_mu) on the background-only Asimov data (whose unconditional fit is the nominal point)."""
-        nominal = [0.0] * (self.syst is not None) + [1.0] * (self.lumi_sigma is not None)
-        nll0 = self._nll_and_grad(np.asarray(nominal), 0.0, self.background)[0]
         nll, glob = self.conditional_nll(mu, start=start)
-        return math.sqrt(max(2.0 * (nll - nll0), 0.0)), glob
+        return math.sqrt(max(2.0 * (nll - self.asimov_minimum), 0.0)), glob
 
 
 def band_targets(level: float = 0.05) -> dict[int, float]:

@@ -62,6 +62,11 @@ class PartitionEvents(AnalysisTask):
         write_json(out["partition"].path, {"fractions": {p: getattr(cfg.partition, p) for p in PARTITIONS},
                                            "samples": report})
 
+    def expected_background(self) -> float:
+        """Expected yield of the selected background (label 0), from ``partition.json``."""
+        report = self.output()["partition"].load(formatter="json")
+        return sum(s["expected_yield"] for s in report["samples"].values() if s["label"] == 0)
+
     def background_files(self, partition: str) -> list[str]:
         """Outputs of the background samples (label 0) for ``partition``."""
         return self.files(partition, label=0)
@@ -219,8 +224,7 @@ class SampleFlow(FlowTask, AnalysisWorkflow):
         cfg = self.analysis_config
         inputs = self.input()
         model, prep, payload = load_generator(inputs["flow"]["model.pt"].path, device=self.device)
-        report = inputs["partition"]["partition"].load(formatter="json")
-        expected = sum(s["expected_yield"] for s in report["samples"].values() if s["label"] == 0)
+        expected = self.requires()["partition"].expected_background()
         start, stop = self.branch_data["start"], self.branch_data["stop"]
         n = stop - start
         weight = expected / self.total_events

@@ -46,8 +46,7 @@ class LimitScan(AnalysisTask):
     def run(self):
         cfg = self.analysis_config
         inputs = self.input()
-        report = inputs["partition"]["partition"].load(formatter="json")
-        expected = sum(s["expected_yield"] for s in report["samples"].values() if s["label"] == 0)
+        expected = self.requires()["partition"].expected_background()
         with np.load(inputs["scores"].path, allow_pickle=False) as z:
             missing = [f"generated_{s}" for s in cfg.flows.analysis_seeds if f"generated_{s}" not in z.files]
             if missing:

@@ -54,10 +54,11 @@ class RunAnalysis(AnalysisTask):
         cfg = self.analysis_config
         inp = self.input()
         limits = inp["limits"]["limits"].load(formatter="json")
+        evaluation = [inp["evaluation"][s]["metrics.json"].load(formatter="json") for s in inp["evaluation"]]
         rep = ReportBuilder(f"hepflows report: {cfg.name}")
-        self._answer(rep, limits, inp)
+        self._answer(rep, limits, evaluation)
         self._inputs(rep, inp)
-        self._generators(rep, inp)
+        self._generators(rep, inp, evaluation)
         self._classifiers(rep, inp)
         self._limits(rep, limits, inp)
         self._provenance(rep)
@@ -68,11 +69,11 @@ class RunAnalysis(AnalysisTask):
         print(f"\nhepflows report: {path}\n", file=sys.stdout, flush=True)
 
     # -- sections -------------------------------------------------------------------------------------------------
-    def _answer(self, rep: ReportBuilder, limits: dict, inp: dict) -> None:
+    def _answer(self, rep: ReportBuilder, limits: dict, evaluation: list[dict]) -> None:
         cfg = self.analysis_config
         n_max, n_sim = limits["sizes"][-1], limits["simulated_events"]
         rep.section("answer", "Can generated background replace simulated background in the fit?")
-        aucs = [inp["evaluation"][s]["metrics.json"].load(formatter="json")["summary"] for s in inp["evaluation"]]
+        aucs = [m["summary"] for m in evaluation]
         c2st = np.mean([a["c2st_auc"] for a in aucs])
         rows, lines = [], []
         for k, s in limits["summary"].items():
@@ -122,14 +123,13 @@ class RunAnalysis(AnalysisTask):
         rep.figure(inp["summary"]["cutflow.png"].path, "cutflow", "cutflow (weighted)", "60%")
         rep.figure(inp["summary"]["features.png"].path, "skim_features", "the 28 features, signal and background")
 
-    def _generators(self, rep: ReportBuilder, inp: dict) -> None:
+    def _generators(self, rep: ReportBuilder, inp: dict, evaluation: list[dict]) -> None:
         cfg = self.analysis_config
         rep.section("generators", f"Background generator: {cfg.flows.default}, training and evaluation",
                     "Trained on simulated background of the train partition, one flow per analysis seed; "
                     "evaluated against the held-out reference partition, each metric beside its value for two "
                     "halves of simulated events (MC ref.).")
-        metrics = [inp["evaluation"][s]["metrics.json"].load(formatter="json") for s in inp["evaluation"]]
-        rep.add(generator_table_html(generator_rows(metrics)))
+        rep.add(generator_table_html(generator_rows(evaluation)))
         for s in inp["flows"]:
             rep.figure(inp["flows"][s]["loss.png"].path, f"flow_loss_s{s}", f"training curve, seed {s}", "48%")
         s0 = next(iter(inp["evaluation"]))
