@@ -20,6 +20,9 @@ High level (7), with this jet assignment (the paper does not document one; ours 
 
 from __future__ import annotations
 
+import functools
+from typing import Callable, Sequence
+
 import numpy as np
 import vector
 
@@ -38,6 +41,9 @@ FEATURES = LOW_LEVEL + HIGH_LEVEL
 """The 28 feature names, in the order of the columns of ``HIGGS.csv.gz``."""
 
 BTAG_FEATURES = [f"jet{i}_btag" for i in range(1, 5)]
+BTAG_SCORES = [f"jet{i}_btag_score" for i in range(1, 5)]
+"""The continuous b-tag discriminants of the four leading jets: not HIGGS features, but kept by the skim of
+NanoAOD (simulated or real) so that a generator can model them and derive the discrete levels from them."""
 ANGLE_FEATURES = ["lepton_phi", "missing_energy_phi"] + [f"jet{i}_phi" for i in range(1, 5)]
 
 
@@ -73,6 +79,17 @@ DERIVED_FEATURES = {
 """Features that are deterministic functions of others (valid for features in GeV): name -> (inputs, function)."""
 
 
+def derivations(btag_working_points: Sequence[float] = ()) -> dict[str, tuple[tuple[str, ...], Callable]]:
+    """:data:`DERIVED_FEATURES`, and with ``btag_working_points`` also each jet's b-tag level as a function of
+    its continuous score (:data:`BTAG_SCORES`, :func:`btag_levels`)."""
+    out = dict(DERIVED_FEATURES)
+    if len(btag_working_points):
+        wps = [float(w) for w in btag_working_points]
+        for level, score in zip(BTAG_FEATURES, BTAG_SCORES):
+            out[level] = ((score,), functools.partial(btag_levels, working_points=wps))
+    return out
+
+
 def _lorentz(px, py, pz, e):
     return vector.array({"px": px, "py": py, "pz": pz, "E": e})
 
@@ -88,11 +105,11 @@ def btag_levels(score: np.ndarray, working_points: list[float]) -> np.ndarray:
 
 
 def compute_features(lepton: dict, met: dict, jets: dict, btag_working_points: list[float]) -> dict[str, np.ndarray]:
-    """The 28 features for events with one lepton and (at least) four jets.
+    """The 28 features for events with one lepton and (at least) four jets, and the jets' b-tag scores.
 
     ``lepton`` and ``met`` map ``pt``/``eta``/``phi``(/``mass``) to arrays of shape ``(n,)``; ``jets`` maps
-    ``pt``, ``eta``, ``phi``, ``mass``, ``btag`` to arrays of shape ``(n, 4)``, ordered by pT.
-    Returns float32 arrays keyed by :data:`FEATURES`.
+    ``pt``, ``eta``, ``phi``, ``mass``, ``btag`` (the continuous discriminant) to arrays of shape ``(n, 4)``,
+    ordered by pT. Returns float32 arrays keyed by :data:`FEATURES` and :data:`BTAG_SCORES`.
     """
     out: dict[str, np.ndarray] = {}
     out["lepton_pT"], out["lepton_eta"], out["lepton_phi"] = lepton["pt"], lepton["eta"], lepton["phi"]
@@ -126,4 +143,6 @@ def compute_features(lepton: dict, met: dict, jets: dict, btag_working_points: l
     out["m_bb"] = np.asarray(bb.mass)
     out["m_wbb"] = np.asarray((w_lep + bb).mass)
     out["m_wwbb"] = np.asarray((w_lep + w_had + bb).mass)
-    return {k: np.asarray(out[k], dtype=np.float32) for k in FEATURES}
+    for i, name in enumerate(BTAG_SCORES):
+        out[name] = np.asarray(jets["btag"])[:, i]
+    return {k: np.asarray(out[k], dtype=np.float32) for k in FEATURES + BTAG_SCORES}

@@ -3,7 +3,9 @@
 One ROOT file with a TTree ``Events``: the 28 feature columns of :data:`analysis.features.FEATURES` (float32),
 ``label`` (1 signal, 0 background), ``generated`` (1 for flow-generated events, 0 for simulated or real ones),
 ``weight`` (events expected in the configured luminosity, where the source provides a cross-section) and
-``event`` (the source's event number, row index, or the index of a generated event). A TObjString
+``event`` (the source's event number, row index, or the index of a generated event); where the source has them
+(NanoAOD, simulated or real, and events generated from it) also the optional :data:`OPTIONAL_COLUMNS`, the
+four leading jets' continuous b-tag scores. A TObjString
 ``hepflows_metadata`` holds JSON provenance (sample, source, units, cutflow). Simulated, real and (later)
 flow-generated events are all stored this way, so downstream tasks read them identically.
 """
@@ -18,50 +20,56 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import uproot
 
-from .features import FEATURES
+from .features import BTAG_SCORES, FEATURES
 from .io import InputError, atomic_path, open_root, open_root_file
 
 COLUMNS = FEATURES + ["label", "generated", "weight", "event"]
+OPTIONAL_COLUMNS = list(BTAG_SCORES)
 _DTYPES = {"label": np.int32, "generated": np.int32, "event": np.int64, "weight": np.float64}
 
 
-def _checked(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    missing = [c for c in COLUMNS if c not in columns]
+def _checked(columns: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    missing = [c for c in names if c not in columns]
     if missing:
         raise ValueError(f"ntuple columns missing: {missing}")
-    lengths = {len(columns[c]) for c in COLUMNS}
+    lengths = {len(columns[c]) for c in names}
     if len(lengths) != 1:
         raise ValueError(f"ntuple columns differ in length: {sorted(lengths)}")
-    return {c: np.asarray(columns[c], dtype=_DTYPES.get(c, np.float32)) for c in COLUMNS}
+    return {c: np.asarray(columns[c], dtype=_DTYPES.get(c, np.float32)) for c in names}
 
 
 class _Writer:
-    def __init__(self, file):
+    def __init__(self, file, optional: list[str]):
+        unknown = [c for c in optional if c not in OPTIONAL_COLUMNS]
+        if unknown:
+            raise ValueError(f"not ntuple columns: {unknown}; optional columns are {OPTIONAL_COLUMNS}")
         self.file = file
-        self.file.mktree("Events", {c: np.dtype(_DTYPES.get(c, np.float32)) for c in COLUMNS})
+        self.names = COLUMNS + [c for c in OPTIONAL_COLUMNS if c in optional]
+        self.file.mktree("Events", {c: np.dtype(_DTYPES.get(c, np.float32)) for c in self.names})
         self.n = 0
 
     def extend(self, columns: dict[str, np.ndarray]) -> None:
-        data = _checked(columns)
+        data = _checked(columns, self.names)
         if len(data["label"]):
             self.file["Events"].extend(data)
             self.n += len(data["label"])
 
 
 @contextlib.contextmanager
-def ntuple_writer(path: str | os.PathLike, metadata: dict) -> Iterator[_Writer]:
-    """Write a flat ntuple batch by batch (``writer.extend(columns)``); the file appears, complete, only when
-    the block ends without error."""
+def ntuple_writer(path: str | os.PathLike, metadata: dict, optional: Sequence[str] = ()) -> Iterator[_Writer]:
+    """Write a flat ntuple batch by batch (``writer.extend(columns)``), with the :data:`OPTIONAL_COLUMNS`
+    named in ``optional``; the file appears, complete, only when the block ends without error."""
     with atomic_path(path) as tmp:
         with uproot.recreate(tmp, compression=uproot.LZ4(1)) as f:
-            writer = _Writer(f)
+            writer = _Writer(f, list(optional))
             yield writer
             f["hepflows_metadata"] = json.dumps(dict(metadata, n_events=writer.n), default=str)
 
 
 def write_ntuple(path: str | os.PathLike, columns: dict[str, np.ndarray], metadata: dict) -> None:
-    """Write a flat ntuple atomically. ``columns`` must hold every name of :data:`COLUMNS`, all of one length."""
-    with ntuple_writer(path, metadata) as w:
+    """Write a flat ntuple atomically. ``columns`` must hold every name of :data:`COLUMNS`, all of one length;
+    those of :data:`OPTIONAL_COLUMNS` it holds are written too, other names are ignored."""
+    with ntuple_writer(path, metadata, [c for c in OPTIONAL_COLUMNS if c in columns]) as w:
         w.extend(columns)
 
 
@@ -76,11 +84,16 @@ def feature_matrix(columns: dict[str, np.ndarray]) -> np.ndarray:
     return np.stack([np.asarray(columns[f], dtype=np.float64) for f in FEATURES], axis=1)
 
 
-def read_ntuples(paths: Iterable[str | os.PathLike], columns: Sequence[str] = COLUMNS) -> dict[str, np.ndarray]:
-    """Concatenate columns of several flat ntuples into numpy arrays, with clear errors for bad files."""
+def read_ntuples(paths: Iterable[str | os.PathLike], columns: Sequence[str] = COLUMNS,
+                 optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Concatenate columns of several flat ntuples into numpy arrays, with clear errors for bad files. Columns
+    named in ``optional`` are read when every file has them and left out otherwise."""
+    paths = list(paths)
+    trees = [open_root(p) for p in paths]
+    columns = list(columns) + [c for c in optional if c not in columns and trees
+                               and all(c in t.keys() for t in trees)]
     parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}
-    for p in paths:
-        tree = open_root(p)
+    for p, tree in zip(paths, trees):
         absent = [c for c in columns if c not in tree.keys()]
         if absent:
             raise InputError(f"{p}: not a hepflows ntuple, branches missing: {absent}")

@@ -6,7 +6,7 @@ import pytest
 import uproot
 
 from analysis.config import config_from_dict
-from analysis.features import BTAG_FEATURES, FEATURES
+from analysis.features import BTAG_FEATURES, BTAG_SCORES, FEATURES, btag_levels
 from analysis.io import InputError
 from analysis.ntuple import read_metadata, read_ntuples, write_ntuple
 from analysis.skim import CUTFLOW_STEPS, sample_normalisation, skim_nanoaod
@@ -72,6 +72,25 @@ def test_ntuple_roundtrip(tmp_path, skimmed):
     np.testing.assert_array_equal(back["m_bb"][: len(cols["m_bb"])], cols["m_bb"])
     assert read_metadata(path)["cutflow"]["all"]["events"] == cutflow["all"]["events"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+    # the b-tag scores are optional columns: read when asked for and present, skipped where a file lacks them
+    assert BTAG_SCORES[0] not in back
+    with_scores = read_ntuples([path], optional=BTAG_SCORES)
+    np.testing.assert_array_equal(with_scores["jet2_btag_score"], cols["jet2_btag_score"])
+    bare = tmp_path / "bare.root"
+    write_ntuple(bare, {k: v for k, v in cols.items() if k not in BTAG_SCORES}, {"sample": "signal"})
+    assert BTAG_SCORES[0] not in read_ntuples([path, bare], optional=BTAG_SCORES)
+
+
+def test_btag_scores_are_kept_and_the_levels_follow_them(skimmed, quickstart):
+    wps = [quickstart.detector.btag.working_points[w] for w in quickstart.skim.btag_feature_working_points]
+    for name in ("background", "signal"):
+        cols, _ = skimmed[name]
+        for level, score in zip(BTAG_FEATURES, BTAG_SCORES):
+            assert np.all((cols[score] > 0) & (cols[score] < 1))
+            np.testing.assert_array_equal(cols[level], btag_levels(cols[score], wps))
+    # b jets dominate the tagged region: the leading-score jet of signal events is mostly above the tight point
+    sig, _ = skimmed["signal"]
+    assert np.mean(np.max([sig[s] for s in BTAG_SCORES], axis=0) > wps[1]) > 0.6
 
 
 def _rewrite(src, dst, drop=(), transform=None):
