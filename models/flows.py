@@ -12,7 +12,8 @@ name                      model
 ``realnvp``               affine coupling flow (Dinh, Sohl-Dickstein, Bengio, ICLR 2017), ``zuko.flows.RealNVP``
 ``made_mog``              autoregressive mixture of Gaussians on a MADE network (Germain et al., ICML 2015;
                           the MADEMOG of Papamakarios et al. 2017), the best model of Gavranovic and Kersevan,
-                          EPJC 84 (2024) 911
+                          EPJC 84 (2024) 911, and the configurations' default generator: on the quickstart its
+                          classifier two-sample AUC is 0.55-0.56 against 0.59-0.61 for ``realnvp``
 ========================  ==================================================================================
 
 Every model is a ``zuko.lazy.LazyDistribution``: ``model()`` returns a distribution with ``log_prob`` and
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 import zuko
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.distributions import Categorical, Distribution, constraints
 
 from analysis.config import FLOW_MODELS
@@ -67,15 +69,49 @@ class AutoregressiveMoG(Distribution):
 
     @torch.no_grad()
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        """Autoregressive sampling, one feature at a time, evaluating only what that feature's parameters
+        depend on: the output rows of feature ``i`` and, in every hidden layer, the units that see only
+        features ``< i`` (MADE's masks guarantee nothing else reaches them). With the units sorted by the last
+        feature they see, these are prefixes of the weight matrices; on average a third of the full network's
+        work per feature, which makes sampling about 2.5 times faster than full passes (README, benchmarks)."""
         n = int(math.prod(sample_shape)) if len(sample_shape) else 1
         p = next(self.net.parameters())
         x = torch.zeros(n, self.d, dtype=p.dtype, device=p.device)
+        layers, width = self._sorted_layers(), 3 * self.k
         for i in range(self.d):
-            logits, mu, log_sigma = (t[:, i] for t in self._params(x))
+            h, cols = x, i  # units of the previous layer that see only features < i
+            for weight, bias, last_seen, activation in layers[:-1]:
+                units = int(torch.searchsorted(last_seen, torch.tensor(i, device=last_seen.device)))
+                h = activation(F.linear(h[:, :cols], weight[:units, :cols], bias[:units]))
+                cols = units
+            weight, bias, _, _ = layers[-1]
+            rows = slice(i * width, (i + 1) * width)
+            out = F.linear(h[:, :cols], weight[rows, :cols], bias[rows]).unflatten(-1, (3, self.k))
+            logits, mu, log_sigma = out.unbind(-2)
+            log_sigma = 5.0 * torch.tanh(log_sigma / 5.0)
             k = Categorical(logits=logits).sample().unsqueeze(-1)
             x[:, i] = (mu.gather(-1, k) + torch.exp(log_sigma.gather(-1, k)) * torch.randn_like(mu[:, :1]))[:, 0]
         return x.reshape(*sample_shape, self.d)
 
+    def _sorted_layers(self) -> list[tuple[Tensor, Tensor, Tensor, nn.Module]]:
+        """Per masked layer: masked weight and bias with the hidden units sorted by the last input feature
+        they depend on, that feature per unit (sorted), and the activation after the layer."""
+        modules = list(self.net)
+        linears = [m for m in modules if isinstance(m, zuko.nn.MaskedLinear)]
+        activations = [modules[modules.index(m) + 1] for m in linears[:-1]] + [nn.Identity()]
+        out, seen, order = [], torch.arange(self.d, device=linears[0].weight.device), None
+        for j, (lin, act) in enumerate(zip(linears, activations)):
+            weight, mask, bias = lin.mask * lin.weight, lin.mask, lin.bias
+            if order is not None:  # columns follow the previous layer's sorting
+                weight, mask = weight[:, order], mask[:, order]
+            # the last feature each unit sees (-1: none); features are the inputs' own indices
+            last = torch.where(mask, seen.unsqueeze(0), torch.full_like(mask, -1, dtype=seen.dtype)).amax(dim=1)
+            if j < len(linears) - 1:
+                order = torch.argsort(last, stable=True)
+                weight, bias, last = weight[order], bias[order], last[order]
+            out.append((weight, bias, last, act))
+            seen = last
+        return out
 
 class MADEMoG(zuko.lazy.LazyDistribution):
     """Lazy autoregressive mixture of Gaussians: ``MADEMoG(28)()`` is an :class:`AutoregressiveMoG`."""

@@ -16,7 +16,7 @@ from analysis.io import InputError, atomic_path
 from .flows import build_flow
 from .preprocessing import Preprocessor
 
-FORMAT = "hepflows-flow-1"
+FORMAT = "hepflows-flow-2"  # 2: relative azimuths cut at their sparsest angle
 
 
 def save_generator(path: str | os.PathLike, name: str, hyper: dict[str, Any], state_dict: dict[str, torch.Tensor],
@@ -43,6 +43,9 @@ def load_generator(path: str | os.PathLike, device: str = "cpu"):
     except Exception as e:
         raise InputError(f"{path}: not a readable model file ({type(e).__name__}: {e})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        if isinstance(payload, dict) and str(payload.get("format", "")).startswith("hepflows-flow-"):
+            raise InputError(f"{path}: generator file format {payload['format']!r}, this hepflows reads {FORMAT!r}; "
+                             "retrain it (e.g. run TrainFlow with a new --version)")
         raise InputError(f"{path}: not a hepflows generator file")
     prep = Preprocessor.from_state_dict(payload["preprocessing"])
     model = build_flow(payload["model"], prep.flow_features, payload["hyperparameters"])

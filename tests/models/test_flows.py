@@ -80,7 +80,24 @@ def test_saved_generator_reloads_with_identical_log_probs(tmp_path, flow_data):
         torch.testing.assert_close(loaded().log_prob(x), model().log_prob(x), rtol=0, atol=0)
     assert payload["model"] == "made_mog" and prep2.derived == ["m_lv"]
     # the file loads with weights_only=True (no pickled code)
-    assert torch.load(path, weights_only=True)["format"] == "hepflows-flow-1"
+    assert torch.load(path, weights_only=True)["format"] == "hepflows-flow-2"
+
+
+def test_made_mog_sampling_matches_its_full_network_pass():
+    """The sampler evaluates only the drawn feature's output rows; with the same random numbers it must give
+    what drawing from the full network's parameters (``_params``, used by ``log_prob``) gives."""
+    torch.manual_seed(0)
+    dist = build_flow("made_mog", 5, {"components": 3, "hidden_features": [16, 16]})()
+    torch.manual_seed(7)
+    fast = dist.sample((300,))
+    torch.manual_seed(7)
+    x = torch.zeros(300, 5)
+    for i in range(5):
+        logits, mu, log_sigma = (t[:, i] for t in dist._params(x))
+        k = torch.distributions.Categorical(logits=logits).sample().unsqueeze(-1)
+        x[:, i] = (mu.gather(-1, k) + torch.exp(log_sigma.gather(-1, k)) * torch.randn_like(mu[:, :1]))[:, 0]
+    torch.testing.assert_close(fast, x, rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(dist.log_prob(fast)).all()
 
 
 def test_non_finite_loss_stops_and_keeps_the_best_weights(flow_data):
