@@ -169,17 +169,19 @@ def bench_end_to_end(config: str, workdir: Path, store: Path | None = None) -> d
 
 def _flow_training_data(cfg: AnalysisConfig, workdir: Path, n_events: int):
     """Skimmed, partitioned, preprocessed background from the real generator and skim."""
-    from analysis.features import FEATURES
-    from analysis.ntuple import feature_matrix
     from analysis.partition import partition_indices
+    from models.fit import generator_columns
     from models.preprocessing import Preprocessor
 
     path = workdir / "flow_input.root"
     write_nanoaod_file(path, cfg, "background", 0, n_events=n_events)
-    x = feature_matrix(skim_nanoaod(path, cfg, 0, 1.0)[0])
+    cols = skim_nanoaod(path, cfg, 0, 1.0)[0]
+    wps = [cfg.detector.btag.working_points[w] for w in cfg.skim.btag_feature_working_points]
+    names, derived, wps = generator_columns(cols, cfg.feature_units, wps)  # as TrainFlow does
+    x = np.stack([np.asarray(cols[c], np.float64) for c in names], axis=1)
     parts = {p: x[i] for p, i in partition_indices(len(x), cfg.partition, cfg.seed, "background").items()}
     rng = np.random.default_rng(1)
-    prep = Preprocessor(FEATURES, derived=["m_lv"] if cfg.feature_units == "GeV" else []).fit(parts["train"], rng)
+    prep = Preprocessor(names, derived=derived, btag_working_points=wps).fit(parts["train"], rng)
     return prep, {p: prep.forward(v, rng) for p, v in parts.items()}
 
 

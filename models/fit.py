@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from analysis.ntuple import ntuple_writer
+from analysis.features import BTAG_FEATURES, BTAG_SCORES, FEATURES
+from analysis.ntuple import OPTIONAL_COLUMNS, ntuple_writer
 
 from .baselines import gaussian_nll
 from .flows import build_flow, count_parameters
@@ -28,6 +29,21 @@ from .training import (
     sample_batches,
     train_model,
 )
+
+
+def generator_columns(available: Iterable[str], feature_units: str,
+                      btag_working_points: Sequence[float]) -> tuple[list[str], list[str], list[float]]:
+    """What a generator is trained on, given the ntuple columns ``available``: the 28 features, plus the jets'
+    continuous b-tag scores where the source provides them (NanoAOD), in which case the b-tag levels are derived
+    from generated scores at ``btag_working_points``; m_lv is derived for features in GeV.
+
+    Returns ``(columns, derived, working_points)`` for :func:`fit_generator`.
+    """
+    available = set(available)
+    scores = all(c in available for c in BTAG_SCORES)
+    columns = FEATURES + (BTAG_SCORES if scores else [])
+    derived = (["m_lv"] if feature_units == "GeV" else []) + (BTAG_FEATURES if scores else [])
+    return columns, derived, ([float(w) for w in btag_working_points] if scores else [])
 
 
 @dataclass
@@ -48,15 +64,19 @@ def fit_generator(
     derived: list[str] = (),
     on_epoch: Callable[[EpochRecord], None] | None = None,
     checkpoint_path: str | None = None,
+    btag_working_points: list[float] = (),
 ) -> GeneratorFit:
     """Preprocess (fitted on ``partitions["train"]``), train zoo model ``name`` with early stopping on
-    ``partitions["validation"]``, and assess it on ``partitions["reference"]``. With ``checkpoint_path``, every
-    new best state is written there (the last good checkpoint survives a failed training)."""
+    ``partitions["validation"]``, and assess it on ``partitions["reference"]``. ``derived`` features (and the
+    ``btag_working_points`` that b-tag levels derived from scores need) go to the :class:`Preprocessor`. With
+    ``checkpoint_path``, every new best state is written there (the last good checkpoint survives a failed
+    training)."""
     if len(partitions["train"]) < 2:
         raise ValueError(f"flow {name!r}: the training partition holds {len(partitions['train'])} events; at "
                          "least 2 are needed")
     rng = np.random.default_rng(settings.seed)
-    prep = Preprocessor(features, derived=list(derived)).fit(partitions["train"], rng)
+    prep = Preprocessor(features, derived=list(derived), btag_working_points=btag_working_points)
+    prep.fit(partitions["train"], rng)
     z = {p: prep.forward(x, rng) for p, x in partitions.items()}
     torch.manual_seed(settings.seed)
     model = build_flow(name, prep.flow_features, hyper)
@@ -95,7 +115,7 @@ def write_generated(path: str, model: torch.nn.Module, preprocessor: Preprocesso
     ``label = 0``, event numbers from ``first_event`` and weight ``weight`` each. Memory is bounded by
     ``batch_size``, not by ``n``; the file appears only when complete."""
     done = 0
-    with ntuple_writer(path, metadata) as writer:
+    with ntuple_writer(path, metadata, [f for f in preprocessor.features if f in OPTIONAL_COLUMNS]) as writer:
         for z in sample_batches(model, n, batch_size, seed, device):
             x = preprocessor.inverse(z)
             m = len(x)

@@ -9,12 +9,18 @@ Each feature gets a transform chosen by its type, fitted on training data only, 
   training range and positive. A point mass at the lower edge (m_lv sits exactly at m_W whenever the W-mass
   constraint has a real solution) is first dequantised like a discrete level: spread uniformly over
   ``[a (1 - 2 %), a)``, where no event lies, and snapped back to ``a`` by the inverse;
+- **score** (continuous b-tag discriminants, where the source provides them): the same Gaussian-rank transform,
+  without the positivity requirement (NanoAOD fills undefined discriminants with negative values);
 - **bounded** (pseudorapidities): the probit (inverse normal CDF) of the value scaled into the training range
   (widened by 0.1 %), so generated values stay inside the acceptance;
-- **angle** (azimuths): the lepton azimuth, and every other azimuth *relative to the lepton's* wrapped into
-  [-pi, pi), each mapped by ``logit`` of its position on the circle. Events are symmetric under a global
-  rotation, so the physics sits in the differences; each is mapped by the probit of its position on the circle
-  (a uniform angle becomes a standard normal); the inverse adds the lepton azimuth back and wraps;
+- **angle** (azimuths): events are symmetric under a global rotation, so the physics sits in the azimuths
+  *relative to the lepton's*. The lepton azimuth itself is uniform and mapped by the probit of its position on
+  the circle. Every other azimuth is taken relative to the lepton and the circle is cut where the training
+  density is lowest (jets are isolated from the lepton, so near 0; the neutrino sits near it, so the MET cut
+  lies near pi), then Gaussian-rank transformed like a positive feature. Cutting at +-pi instead would put the
+  dense back-to-back region of the jets at both ends of the interval, i.e. in both Gaussian tails, which
+  coupling flows smear out (on the quickstart a classifier told generated from simulated relative azimuths apart with
+  an AUC of 0.72). The inverse adds the cut and the lepton azimuth back and wraps;
 - **discrete** (b-tag levels): uniform dequantisation (Uria, Murray, Larochelle 2013; Theis, van den Oord,
   Bethge 2016) over intervals as wide as each level's training frequency: level k becomes
   ``C_k + u (C_(k+1) - C_k)`` with ``C`` the cumulative frequencies, which is exactly uniform on [0, 1], then
@@ -24,11 +30,17 @@ Each feature gets a transform chosen by its type, fitted on training data only, 
 The probit rather than the logit: it maps the edges of a bounded interval to Gaussian tails (|z| < 4.8 for
 1e-6 from an edge) instead of logistic ones (|z| up to 13.8), which coupling flows extrapolate badly.
 
-**Derived** features, deterministic functions of others (``m_lv`` of the lepton and the MET, through the W-mass
-constraint, for features in GeV), are not given to the flow: the data lie on a lower-dimensional manifold in
-them, which flows sharpen onto until held-out events get absurd likelihoods. ``forward`` drops them and
-``inverse`` recomputes them from the generated inputs (:data:`analysis.features.DERIVED_FEATURES`), so
-generated events are exactly self-consistent.
+**Derived** features, deterministic functions of others, are not given to the flow; ``forward`` drops them and
+``inverse`` recomputes them from the generated inputs (:func:`analysis.features.derivations`), so generated
+events are exactly self-consistent:
+
+- ``m_lv``, a function of the lepton and the MET through the W-mass constraint (features in GeV): the data lie
+  on a lower-dimensional manifold in it, which flows sharpen onto until held-out events get absurd likelihoods;
+- the b-tag levels, when the continuous scores are among the features (``btag_working_points`` given): the
+  flow models the four smooth scores and each level is the number of working points its score passes. A flow
+  smears the joint distribution of four dequantised levels: on the quickstart, events with no tagged jet among
+  the four were 7.0 % of a RealNVP sample (simulated: 0.6 %) and with three 10.8 % (5.1 %); from generated
+  scores, 4.0 % and 6-7 %.
 
 Finally every column is standardised to zero mean and unit variance. The state is a dict of tensors and plain
 Python values, so it is saved next to the model weights and loads with ``torch.load(..., weights_only=True)``.
@@ -40,14 +52,15 @@ import numpy as np
 import torch
 from scipy.special import ndtr, ndtri
 
-from analysis.features import ANGLE_FEATURES, BTAG_FEATURES, DERIVED_FEATURES
+from analysis.features import ANGLE_FEATURES, BTAG_FEATURES, BTAG_SCORES, derivations
 
-KINDS = ("positive", "bounded", "angle", "discrete")
+KINDS = ("positive", "score", "bounded", "angle", "discrete")
 _EPS = 1e-9
 _MAX_LEVELS = 16
 _ATOM_FRACTION = 0.05  # a single value carrying more than this fraction of events is a point mass
 _ATOM_WIDTH = 0.02  # relative width of the interval below the point mass that it is spread over
 _N_QUANTILES = 1000
+_CUT_BINS = 72  # histogram bins (5 degrees) on the circle in which the cut of a relative azimuth is chosen
 
 
 class PreprocessingError(ValueError):
@@ -58,6 +71,8 @@ def feature_kind(name: str) -> str:
     """The transform type of a HIGGS feature, from its name."""
     if name in BTAG_FEATURES:
         return "discrete"
+    if name in BTAG_SCORES:
+        return "score"
     if name in ANGLE_FEATURES:
         return "angle"
     if name.endswith("_eta"):
@@ -77,14 +92,28 @@ def _wrap(phi: np.ndarray) -> np.ndarray:
     return (phi + np.pi) % (2 * np.pi) - np.pi
 
 
+def _sparsest_angle(phi: np.ndarray, bins: int = _CUT_BINS) -> float:
+    """Centre of the least populated bin of a circular histogram of ``phi``, smoothed over three bins
+    (wrapping around), in [-pi, pi)."""
+    counts, edges = np.histogram(phi, bins=bins, range=(-np.pi, np.pi))
+    smooth = counts + np.roll(counts, 1) + np.roll(counts, -1)
+    k = int(np.argmin(smooth))
+    return float(0.5 * (edges[k] + edges[k + 1]))
+
+
 class Preprocessor:
     """Fit on training data, then map features to flow space (``forward``) and back (``inverse``)."""
 
     def __init__(self, features: list[str], reference_angle: str | None = "lepton_phi",
-                 derived: list[str] | tuple[str, ...] = ()):
-        unknown = [d for d in derived if d not in DERIVED_FEATURES or d not in features]
+                 derived: list[str] | tuple[str, ...] = (), btag_working_points: list[float] | tuple = ()):
+        self.btag_working_points = [float(w) for w in btag_working_points]
+        self._derivations = derivations(self.btag_working_points)
+        unknown = [d for d in derived if d not in self._derivations or d not in features]
         if unknown:
-            raise PreprocessingError(f"cannot derive {unknown}; derivable: {sorted(DERIVED_FEATURES)}")
+            raise PreprocessingError(f"cannot derive {unknown}; derivable: {sorted(self._derivations)}")
+        missing = sorted({i for d in derived for i in self._derivations[d][0] if i not in features})
+        if missing:
+            raise PreprocessingError(f"derived features {list(derived)} need the inputs {missing}")
         self.features = list(features)
         self.derived = [f for f in self.features if f in derived]
         self.modelled = [i for i, f in enumerate(self.features) if f not in self.derived]
@@ -96,6 +125,7 @@ class Preprocessor:
         self.cumulative: dict[int, np.ndarray] = {}
         self.atoms: dict[int, float] = {}
         self.quantiles: dict[int, np.ndarray] = {}
+        self.cuts: dict[int, float] = {}  # relative azimuths: where the circle is cut open
         self.mean = np.zeros(len(features))
         self.std = np.ones(len(features))
         self.fitted = False
@@ -134,8 +164,12 @@ class Preprocessor:
         rng = rng or np.random.default_rng(0)
         probs = np.linspace(0.0, 1.0, _N_QUANTILES)
         for i, kind in enumerate(self.kinds):
-            if kind == "positive":
+            if kind in ("positive", "score"):
                 self.quantiles[i] = np.quantile(self._dequantise_atom(i, x[:, i], rng), probs)
+            elif self._relative(i):
+                rel = _wrap(x[:, i] - x[:, self.reference])
+                self.cuts[i] = _sparsest_angle(rel)
+                self.quantiles[i] = np.quantile(self._open_circle(i, rel), probs)
         self.fitted = True
         y = self._transform(x, rng, standardise=False)
         self.mean = y.mean(axis=0)
@@ -149,6 +183,14 @@ class Preprocessor:
         a = self.atoms[i]
         return np.where(col <= a, a * (1.0 - _ATOM_WIDTH * rng.uniform(size=len(col))), col)
 
+    def _relative(self, i: int) -> bool:
+        """Whether feature ``i`` is an azimuth taken relative to the reference (lepton) azimuth."""
+        return self.kinds[i] == "angle" and self.reference >= 0 and i != self.reference
+
+    def _open_circle(self, i: int, rel: np.ndarray) -> np.ndarray:
+        """A relative azimuth as a position in [0, 2 pi) counted from the cut."""
+        return (rel - self.cuts[i]) % (2 * np.pi)
+
     def _gauss_rank(self, i: int, col: np.ndarray) -> np.ndarray:
         q = self.quantiles[i]
         probs = np.linspace(0.0, 1.0, len(q))
@@ -161,13 +203,14 @@ class Preprocessor:
         ref = x[:, self.reference] if self.reference >= 0 else None
         for i, kind in enumerate(self.kinds):
             col = x[:, i]
-            if kind == "positive":
+            if kind in ("positive", "score"):
                 y[:, i] = self._gauss_rank(i, self._dequantise_atom(i, col, rng))
             elif kind == "bounded":
                 y[:, i] = _probit((col - self.low[i]) / (self.high[i] - self.low[i]))
+            elif self._relative(i):
+                y[:, i] = self._gauss_rank(i, self._open_circle(i, _wrap(col - ref)))
             elif kind == "angle":
-                phi = col if (i == self.reference or ref is None) else _wrap(col - ref)
-                y[:, i] = _probit((phi + np.pi) / (2 * np.pi))
+                y[:, i] = _probit((col + np.pi) / (2 * np.pi))
             else:
                 levels = self.levels[i]
                 idx = np.clip(np.searchsorted(levels, col), 0, len(levels) - 1)
@@ -204,22 +247,24 @@ class Preprocessor:
             ref = _cdf(y[:, self.reference]) * 2 * np.pi - np.pi
         for i, kind in enumerate(self.kinds):
             col = y[:, i]
-            if kind == "positive":
+            if kind in ("positive", "score"):
                 q = self.quantiles[i]
                 x[:, i] = np.interp(_cdf(col), np.linspace(0.0, 1.0, len(q)), q)
                 if i in self.atoms:
                     x[:, i] = np.maximum(x[:, i], self.atoms[i])
             elif kind == "bounded":
                 x[:, i] = self.low[i] + _cdf(col) * (self.high[i] - self.low[i])
+            elif self._relative(i):
+                q = self.quantiles[i]
+                x[:, i] = _wrap(np.interp(_cdf(col), np.linspace(0.0, 1.0, len(q)), q) + self.cuts[i] + ref)
             elif kind == "angle":
-                phi = _cdf(col) * 2 * np.pi - np.pi
-                x[:, i] = phi if (i == self.reference or ref is None) else _wrap(phi + ref)
+                x[:, i] = _cdf(col) * 2 * np.pi - np.pi
             else:
                 levels = self.levels[i]
                 idx = np.clip(np.searchsorted(self.cumulative[i], _cdf(col), side="right") - 1, 0, len(levels) - 1)
                 x[:, i] = levels[idx]
         for name in self.derived:
-            inputs, fn = DERIVED_FEATURES[name]
+            inputs, fn = self._derivations[name]
             x[:, self.features.index(name)] = fn(*(x[:, self.features.index(f)] for f in inputs))
         return x
 
@@ -229,6 +274,7 @@ class Preprocessor:
         return {
             "features": list(self.features),
             "derived": list(self.derived),
+            "btag_working_points": list(self.btag_working_points),
             "reference": int(self.reference),
             "low": torch.as_tensor(self.low),
             "high": torch.as_tensor(self.high),
@@ -238,18 +284,21 @@ class Preprocessor:
             "cumulative": {str(i): torch.as_tensor(v) for i, v in self.cumulative.items()},
             "atoms": {str(i): float(a) for i, a in self.atoms.items()},
             "quantiles": {str(i): torch.as_tensor(v) for i, v in self.quantiles.items()},
+            "cuts": {str(i): float(c) for i, c in self.cuts.items()},
         }
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "Preprocessor":
         features = list(state["features"])
         ref = int(state["reference"])
-        p = cls(features, reference_angle=features[ref] if ref >= 0 else None, derived=state.get("derived", []))
+        p = cls(features, reference_angle=features[ref] if ref >= 0 else None, derived=state["derived"],
+                btag_working_points=state["btag_working_points"])
         p.low, p.high = state["low"].numpy(), state["high"].numpy()
         p.mean, p.std = state["mean"].numpy(), state["std"].numpy()
         p.levels = {int(i): v.numpy() for i, v in state["levels"].items()}
         p.cumulative = {int(i): v.numpy() for i, v in state["cumulative"].items()}
         p.atoms = {int(i): float(a) for i, a in state.get("atoms", {}).items()}
         p.quantiles = {int(i): v.numpy() for i, v in state["quantiles"].items()}
+        p.cuts = {int(i): float(c) for i, c in state["cuts"].items()}
         p.fitted = True
         return p

@@ -10,12 +10,11 @@ import luigi
 import numpy as np
 
 from analysis.config import PARTITIONS
-from analysis.features import FEATURES
 from analysis.io import InputError, write_json
-from analysis.ntuple import feature_matrix, read_ntuples, write_ntuple
+from analysis.ntuple import OPTIONAL_COLUMNS, read_ntuples, write_ntuple
 from analysis.partition import split_sample
 from analysis.plotting import plot_features, plot_training_history
-from models.fit import fit_generator, write_generated
+from models.fit import fit_generator, generator_columns, write_generated
 from models.flows import hyperparameters
 from models.io import load_generator, save_generator
 from models.training import NonFiniteLossError, TrainSettings
@@ -46,7 +45,7 @@ class PartitionEvents(AnalysisTask):
         out = self.output()
         report = {}
         for sample, outputs in self.requires()["skim"].outputs_by_sample().items():
-            cols = read_ntuples([t["ntuple"].path for t in outputs])
+            cols = read_ntuples([t["ntuple"].path for t in outputs], optional=OPTIONAL_COLUMNS)
             n = len(cols["label"])
             if n == 0:
                 raise InputError(f"sample {sample!r}: no skimmed events to partition")
@@ -128,7 +127,11 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
         cfg = self.analysis_config
         name, seed = self.branch_data["model"], self.branch_data["seed"]
         part = self.requires()
-        data = {p: feature_matrix(read_ntuples(part.background_files(p))) for p in PARTITIONS}
+        cols = {p: read_ntuples(part.background_files(p), optional=OPTIONAL_COLUMNS) for p in PARTITIONS}
+        columns, derived, wps = generator_columns(
+            cols["train"], cfg.feature_units,
+            [cfg.detector.btag.working_points[w] for w in cfg.skim.btag_feature_working_points])
+        data = {p: np.stack([np.asarray(c[f], np.float64) for f in columns], axis=1) for p, c in cols.items()}
         t = cfg.flows.training
         if t.max_train_events:
             data["train"] = data["train"][:t.max_train_events]
@@ -145,9 +148,8 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
             self.publish_message(msg)
             self.publish_progress(100.0 * rec.epoch / t.epochs)
 
-        derived = ["m_lv"] if cfg.feature_units == "GeV" else []
         try:
-            fit = fit_generator(name, hyper, data, FEATURES, settings, derived, on_epoch, ckpt.path)
+            fit = fit_generator(name, hyper, data, columns, settings, derived, on_epoch, ckpt.path, wps)
         except ValueError as e:
             raise InputError(f"flow ({name}, seed {seed}): {e}") from None
         except NonFiniteLossError as e:
@@ -165,8 +167,8 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
         plot_training_history(m["history"], out["loss.png"].path, title=title,
                               baseline=m["nll"]["gaussian_test_median"], test_nll=m["nll"]["test_median"])
         w = np.ones(len(data["reference"]))
-        plot_features({"reference (simulated)": (dict(zip(FEATURES, data["reference"].T)), w),
-                       f"generated ({name})": (dict(zip(FEATURES, fit.generated.T)), w)},
+        plot_features({"reference (simulated)": (dict(zip(columns, data["reference"].T)), w),
+                       f"generated ({name})": (dict(zip(columns, fit.generated.T)), w)},
                       out["marginals.png"].path, units=cfg.feature_units, title=title)
         ckpt.remove(silent=True)
         self.publish_message(f"{name} s{seed}: median test NLL {m['nll']['test_median']:.3f} (Gaussian "

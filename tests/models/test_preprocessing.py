@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
-from analysis.features import ANGLE_FEATURES, BTAG_FEATURES, FEATURES
+from analysis.features import ANGLE_FEATURES, BTAG_FEATURES, BTAG_SCORES, FEATURES, btag_levels
 from analysis.partition import partition_indices
 from analysis.config import PartitionConfig
 from analysis.readers import read_higgs_csv
@@ -72,6 +73,44 @@ def test_angles_are_relative_to_the_lepton(background_partitions):
     z, zr = p.forward(train), p.forward(rotated)
     others = [FEATURES.index(f) for f in FEATURES if f != "lepton_phi"]
     np.testing.assert_allclose(z[:, others], zr[:, others], atol=1e-6)  # a global rotation moves one column
+
+
+def test_relative_azimuths_are_cut_where_the_density_is_lowest(background_partitions):
+    train = background_partitions["train"]
+    p = Preprocessor(FEATURES).fit(train)
+    lep = train[:, FEATURES.index("lepton_phi")]
+    for f in ("jet1_phi", "missing_energy_phi"):
+        i = FEATURES.index(f)
+        rel = (train[:, i] - lep + np.pi) % (2 * np.pi) - np.pi
+        counts, _ = np.histogram(rel, 36, (-np.pi, np.pi))
+        near = np.histogram(rel, 36, (p.cuts[i] - 0.3, p.cuts[i] + 0.3))[0].sum() / 0.6
+        assert near < np.median(counts) / (2 * np.pi / 36), f  # the cut sits in a sparse region
+    # jets are isolated from the lepton and mostly back to back with it: the jet cut lies near 0
+    assert abs(p.cuts[FEATURES.index("jet1_phi")]) < 0.5
+    z = p.forward(train)
+    for f in ("jet1_phi", "jet2_phi", "missing_energy_phi"):  # Gaussian-rank: no dense region in the tails
+        assert stats.kstest(z[:, FEATURES.index(f)], "norm").statistic < 0.02, f
+
+
+def test_btag_levels_derived_from_generated_scores(background_partitions, skimmed, quickstart):
+    """With the continuous scores as inputs the flow space holds scores, not levels, and the inverse returns
+    the levels those scores give at the working points."""
+    cols, _ = skimmed["background"]
+    columns = FEATURES + BTAG_SCORES
+    x = np.stack([np.asarray(cols[c], np.float64) for c in columns], axis=1)[:5000]
+    wps = [quickstart.detector.btag.working_points[w] for w in quickstart.skim.btag_feature_working_points]
+    p = Preprocessor(columns, derived=["m_lv"] + BTAG_FEATURES, btag_working_points=wps).fit(x)
+    assert p.flow_features == 28 - 1 - 4 + 4
+    back = p.inverse(p.forward(x))
+    np.testing.assert_allclose(back, x, rtol=1e-4, atol=1e-4)
+    anywhere = p.inverse(np.random.default_rng(4).normal(0.0, 2.0, (5000, p.flow_features)))
+    for level, score in zip(BTAG_FEATURES, BTAG_SCORES):
+        np.testing.assert_array_equal(anywhere[:, columns.index(level)],
+                                      btag_levels(anywhere[:, columns.index(score)], wps))
+    with pytest.raises(PreprocessingError, match="cannot derive"):
+        Preprocessor(columns, derived=BTAG_FEATURES)  # no working points: levels cannot be derived
+    with pytest.raises(PreprocessingError, match="need the inputs"):
+        Preprocessor(FEATURES, derived=BTAG_FEATURES, btag_working_points=wps)  # no scores among the features
 
 
 def test_state_survives_weights_only_load(tmp_path, background_partitions):

@@ -10,7 +10,7 @@ import torch
 import uproot
 import yaml
 
-from analysis.features import BTAG_FEATURES, FEATURES
+from analysis.features import BTAG_FEATURES, BTAG_SCORES, FEATURES, btag_levels
 from analysis.ntuple import read_metadata, read_ntuples
 from analysis.readers import read_higgs_csv
 from tests.conftest import tiny_config_dict
@@ -68,6 +68,12 @@ def test_partition_train_and_generate(env, flow_config):  # noqa: F811
         assert set(np.unique(cols[f])) <= {0.0, 1.0, 2.0}
     assert np.all(cols["m_lv"] >= 80.38 - 1e-3)
     assert read_metadata(files[0])["model"] == "realnvp"
+    # from NanoAOD the flow models the continuous b-tag scores; the levels are derived from them
+    assert sorted(payload["preprocessing"]["derived"]) == sorted(["m_lv"] + BTAG_FEATURES)
+    scores = read_ntuples(files, optional=BTAG_SCORES)
+    wps = list(payload["preprocessing"]["btag_working_points"])
+    for level, score in zip(BTAG_FEATURES, BTAG_SCORES):
+        np.testing.assert_array_equal(scores[level], btag_levels(scores[score], wps))
 
 
 def test_another_zoo_model_on_request(env, flow_config):  # noqa: F811
