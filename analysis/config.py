@@ -353,8 +353,8 @@ class FlowConfig:
     """Which zoo models to train (each with each of ``seeds``), the generator used downstream (trained also with
     each of ``analysis_seeds``, whose spread the limit scans show), and their settings."""
 
-    models: tuple[str, ...] = ("realnvp",)
-    default: str = "realnvp"
+    models: tuple[str, ...] = ("made_mog",)
+    default: str = "made_mog"
     seeds: tuple[int, ...] = (1,)
     analysis_seeds: tuple[int, ...] = (1, 2, 3)
     hyperparameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
