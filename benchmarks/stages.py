@@ -222,7 +222,7 @@ def bench_flows(cfg: AnalysisConfig, quick: bool, workdir: Path) -> dict:
     torch.manual_seed(0)
     model = build_flow(default, prep.flow_features)
     train_model(model, z["train"], z["validation"], TrainSettings(epochs=1))
-    sizes = [50_000, 100_000, 200_000] if quick else [100_000, 300_000, 1_000_000]
+    sizes = [20_000, 40_000, 80_000] if quick else [100_000, 300_000, 1_000_000]
     scaling = []
     for n in sizes:
         t = timed(lambda: [None for _ in sample_batches(model, n, 100_000, 1)], 1 if n >= 10**6 else 3)
