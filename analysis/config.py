@@ -535,6 +535,12 @@ class AnalysisConfig:
                f"{p}feature_units: must be 'GeV' or 'normalised', got {self.feature_units!r}")
 
     @property
+    def btag_feature_thresholds(self) -> list[float]:
+        """Discriminant values of ``skim.btag_feature_working_points``: a jet's b-tag level is the number of
+        them its score exceeds."""
+        return [self.detector.btag.working_points[w] for w in self.skim.btag_feature_working_points]
+
+    @property
     def luminosity_pb(self) -> float:
         return self.luminosity_fb * 1000.0
 

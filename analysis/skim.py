@@ -53,7 +53,7 @@ class SkimProcessor(processor.ProcessorABC):
         self.norm = norm
         wps = cfg.detector.btag.working_points
         self.btag_wp = wps[cfg.skim.btag_working_point]
-        self.feature_wps = [wps[name] for name in cfg.skim.btag_feature_working_points]
+        self.feature_wps = cfg.btag_feature_thresholds
 
     def process(self, events):
         s = self.cfg.skim

@@ -176,8 +176,7 @@ def _flow_training_data(cfg: AnalysisConfig, workdir: Path, n_events: int):
     path = workdir / "flow_input.root"
     write_nanoaod_file(path, cfg, "background", 0, n_events=n_events)
     cols = skim_nanoaod(path, cfg, 0, 1.0)[0]
-    wps = [cfg.detector.btag.working_points[w] for w in cfg.skim.btag_feature_working_points]
-    names, derived, wps = generator_columns(cols, cfg.feature_units, wps)  # as TrainFlow does
+    names, derived, wps = generator_columns(cols, cfg.feature_units, cfg.btag_feature_thresholds)  # as TrainFlow
     x = np.stack([np.asarray(cols[c], np.float64) for c in names], axis=1)
     parts = {p: x[i] for p, i in partition_indices(len(x), cfg.partition, cfg.seed, "background").items()}
     rng = np.random.default_rng(1)
