@@ -19,6 +19,27 @@ class InputError(RuntimeError):
     """An input file is missing, unreadable, truncated or lacks what the analysis needs."""
 
 
+def _umask() -> int:
+    """The process's umask: from /proc on Linux, else by setting and restoring it (briefly process-wide)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_default(path: Path, directory: bool) -> None:
+    """Give ``path`` the permissions a plain ``open()``/``mkdir()`` would under the current umask (tempfile
+    creates 0600/0700, which would lock a group-shared store to its writer). A directory's own mode only: its
+    content was created by ordinary writers, or by these helpers."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on any error delete it."""
@@ -29,6 +50,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.is_file():  # the writer may have replaced the file, or (rarely) written a directory there
+            _chmod_default(tmp, directory=False)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -44,6 +67,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _chmod_default(tmp, directory=True)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
+import shlex
 
 import law
 import luigi
@@ -28,6 +30,41 @@ def store_base() -> str:
     """Root of all outputs: ``$HEPFLOWS_STORE``, else ``<repository>/data/store``."""
     default = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "store")
     return os.path.abspath(os.path.expandvars(os.path.expanduser(os.environ.get("HEPFLOWS_STORE", default))))
+
+
+_STORE_NAME = re.compile(r"[A-Za-z0-9._+-]+")
+
+
+def check_store_name(key: str, value: object) -> str:
+    """``value`` if it is safe as one directory level of the store (letters, digits and ``. _ + -``, not empty,
+    ``.`` or ``..``), else SystemExit with one message naming ``key``: an absolute name or ``..`` would write
+    outside the store, an empty one would drop a level and mix outputs of different versions or configs."""
+    text = str(value)
+    if text == "":
+        why = "is empty"
+    elif os.path.isabs(text):
+        why = "is an absolute path"
+    elif "/" in text or os.sep in text or (os.altsep and os.altsep in text):
+        why = "contains a path separator"
+    elif text in (".", ".."):
+        why = f"is {text!r}"
+    elif not _STORE_NAME.fullmatch(text):
+        bad = "".join(sorted({c for c in text if not _STORE_NAME.fullmatch(c)}))
+        why = f"contains characters other than letters, digits and . _ + - ({bad!r})"
+    else:
+        return text
+    raise SystemExit(f"hepflows: {key} {text!r} {why}; it names a directory of the output store, so use letters, "
+                     "digits and . _ + - only")
+
+
+def _check_store_part(key: str, value: object) -> str:
+    """Looser check for the other levels of an output path (file names, sample or model names): one or more
+    relative path levels, none empty, ``.`` or ``..``; :meth:`AnalysisTask.local_path` also checks the result
+    stays inside the store."""
+    text = str(value)
+    if os.path.isabs(text) or any(p in ("", ".", "..") for p in re.split(r"[/\\]", text)):
+        raise SystemExit(f"hepflows: {key} {text!r} is not a relative path below the output store")
+    return text
 
 
 @functools.lru_cache(maxsize=16)
@@ -69,6 +106,10 @@ class AnalysisTask(law.Task):
             self.analysis_config
         except ConfigError as e:
             raise SystemExit(f"hepflows: {e}") from None
+        # --version and the configuration's name are directory levels of every output path: refuse one that
+        # would leave the store or drop a level before any work starts
+        check_store_name("--version", self.version)
+        check_store_name(f"config {self.config!r}: name", self.config_name)
 
     def complete(self) -> bool:
         """Complete when every output exists, every input exists, and no output is older than an input (as
@@ -97,14 +138,25 @@ class AnalysisTask(law.Task):
         return self.analysis_config.name
 
     def store_parts(self) -> tuple[str, ...]:
-        parts = (self.task_family, self.config_name, self.version)
+        parts = (self.task_family, check_store_name(f"config {self.config!r}: name", self.config_name),
+                 check_store_name("--version", self.version))
         if self.input_path:
             digest = hashlib.sha1(os.path.abspath(self.input_path).encode()).hexdigest()[:8]
             parts += (f"input-{digest}",)
         return parts
 
     def local_path(self, *path: str) -> str:
-        return os.path.join(store_base(), *self.store_parts(), *(str(p) for p in path))
+        """``<store>/<store_parts>/<path...>``; SystemExit for any level that would leave the store (checked on
+        the resolved path too, so a symbolic link inside the store cannot point it elsewhere)."""
+        base = store_base()
+        parts = [_check_store_part(f"{self.task_family}: output path level", p)
+                 for p in (*self.store_parts(), *path)]
+        full = os.path.join(base, *parts)
+        real_base, real_full = os.path.realpath(base), os.path.realpath(full)
+        if real_full == real_base or os.path.commonpath([real_base, real_full]) != real_base:
+            raise SystemExit(f"hepflows: {self.task_family}: output path {full} resolves to {real_full}, outside "
+                             f"the output store {real_base}")
+        return full
 
     def local_target(self, *path: str, dir: bool = False) -> law.LocalTarget:
         cls = law.LocalDirectoryTarget if dir else law.LocalFileTarget
@@ -124,6 +176,13 @@ class AnalysisTask(law.Task):
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def bootstrap_render_variables() -> dict[str, str]:
+    """The variables law renders into ``htcondor_bootstrap.sh`` (plain text replacement of ``{{name}}``), each
+    one shell word (:func:`shlex.quote`), so a path with spaces, quotes or ``$`` arrives in the job unchanged."""
+    return {"hepflows_repo": shlex.quote(REPO), "hepflows_store": shlex.quote(store_base()),
+            "law_home": shlex.quote(os.environ.get("LAW_HOME", os.path.join(REPO, ".law")))}
 
 
 class AnalysisWorkflow(AnalysisTask, law.LocalWorkflow, law.htcondor.HTCondorWorkflow):
@@ -155,9 +214,8 @@ class AnalysisWorkflow(AnalysisTask, law.LocalWorkflow, law.htcondor.HTCondorWor
 
     def htcondor_job_config(self, config, job_num, branches):
         # where the job finds the project and the store (a shared file system, as on analysis facilities)
-        config.render_variables["hepflows_repo"] = REPO
-        config.render_variables["hepflows_store"] = store_base()
-        config.render_variables["law_home"] = os.environ.get("LAW_HOME", os.path.join(REPO, ".law"))
+        # law pastes these into the bootstrap script as they are: shell-quoted here, used unquoted there
+        config.render_variables.update(bootstrap_render_variables())
         # job logs next to the submission records in the store (law appends the job's branch range)
         config.stdout, config.stderr, config.log = "stdout.txt", "stderr.txt", "log.txt"
         config.custom_content.append(("request_cpus", self.htcondor_cpus))
