@@ -10,7 +10,8 @@ import pytest
 from scipy import optimize, stats
 
 from analysis.statistics import (BANDS, ChannelModel, StatisticsError, band_targets, build_workspace,
-                                 expected_limits, pyhf_expected_limits)
+                                 expected_limits, fit_signal_strength, observed_limit, pyhf_expected_limits,
+                                 pyhf_observed_limit, pyhf_signal_fit)
 
 SIG = np.array([2.0, 5.0, 9.0, 14.0])
 BKG = np.array([400.0, 150.0, 60.0, 20.0])
@@ -94,3 +95,48 @@ def test_bad_models_name_the_point():
         ChannelModel.from_workspace(ws)
     with pytest.raises(StatisticsError, match="not in the layout"):
         expected_limits({"channels": []})
+
+
+def test_generator_uncertainty_is_one_histosys_per_bin():
+    gen = np.array([0.0, 5.0, 6.0, 4.0])
+    ws = build_workspace(SIG, BKG, 0.05 * BKG, 0.1, name="g", generator_uncertainty=gen)
+    model = pyhf.Workspace(ws).model()
+    assert {p for p in model.config.par_order if p.startswith("generator_bin")} == {
+        "generator_bin1", "generator_bin2", "generator_bin3"}  # a bin without uncertainty gets no parameter
+    m = ChannelModel.from_workspace(ws)
+    assert m.gen_rel == pytest.approx(gen / BKG)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stat", [None, 0.05])
+def test_fast_limit_with_generator_uncertainty_agrees_with_pyhf(stat):
+    ws = build_workspace(SIG, BKG, None if stat is None else stat * BKG, 0.1, name="gen",
+                         generator_uncertainty=0.1 * BKG)
+    fast, ref = expected_limits(ws), pyhf_expected_limits(ws)
+    for k in ref:
+        assert fast[k] == pytest.approx(ref[k], rel=0.005), k
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gen", [None, 0.1])
+def test_signal_fit_and_observed_limit_agree_with_pyhf(gen):
+    """Observations off the background (a deficit and an excess): mu_hat, its profile-likelihood interval and the
+    observed CLs limit against pyhf's fits and toms748 limit on the same workspace."""
+    obs = BKG * np.array([1.0, 1.02, 0.97, 1.1])
+    ws = build_workspace(SIG, BKG, 0.05 * BKG, 0.1, name="obs", observations=obs,
+                         generator_uncertainty=None if gen is None else gen * BKG)
+    fit = fit_signal_strength(ws)
+    mu, down, up = pyhf_signal_fit(ws)
+    assert fit.mu_hat == pytest.approx(mu, abs=2e-3 * fit.error)
+    assert fit.error_down == pytest.approx(down, rel=5e-3)
+    assert fit.error_up == pytest.approx(up, rel=5e-3)
+    assert fit.significance > 0  # an excess in the signal-like bins
+    assert observed_limit(ws, fit=fit) == pytest.approx(pyhf_observed_limit(ws), rel=0.01)
+
+
+def test_signal_fit_of_background_only_data_is_zero():
+    ws = build_workspace(SIG, BKG, 0.05 * BKG, 0.1, name="asimov")
+    fit = fit_signal_strength(ws)
+    assert fit.mu_hat == pytest.approx(0.0, abs=1e-4)
+    assert fit.significance == pytest.approx(0.0, abs=1e-3)
+    assert fit.error == pytest.approx(expected_limits(ws)["0"] / 1.96, rel=0.25)  # Gaussian regime, roughly
