@@ -44,7 +44,8 @@ def build_workspace(signal: Sequence[float], background: Sequence[float],
                     background_stat: Sequence[float] | None = None, background_syst: float = 0.0,
                     lumi_uncertainty: float = 0.0, name: str = "point",
                     generator_uncertainty: Sequence[float] | None = None,
-                    observations: Sequence[float] | None = None) -> dict[str, Any]:
+                    observations: Sequence[float] | None = None,
+                    generator_shape: Sequence[float] | None = None) -> dict[str, Any]:
     """HistFactory workspace (pyhf JSON) of one channel ``SR`` for the point ``name``.
 
     Args:
@@ -59,6 +60,9 @@ def build_workspace(signal: Sequence[float], background: Sequence[float],
             modifier ``generator_bin<i>`` per bin (Gaussian constraint, symmetric, acting on bin i only), so
             every bin's generator uncertainty is an independent nuisance parameter next to the staterror;
             ``None`` for none. At most 100 % of the bin.
+        generator_shape: absolute shift of each background bin under a coherent generator systematic (the
+            non-closure shape measured against independent simulation): one ``histosys`` modifier
+            ``generator_shape`` moving every bin together (Gaussian constraint, symmetric); ``None`` for none.
         observations: the observed data per bin; default: the background-only Asimov data (the background
             template). The spurious-signal test puts an independent simulated template here.
     """
@@ -99,6 +103,13 @@ def build_workspace(signal: Sequence[float], background: Sequence[float],
             lo[i] -= gen[i]
             bkg_mods.append({"name": f"generator_bin{i}", "type": "histosys",
                              "data": {"hi_data": hi.tolist(), "lo_data": lo.tolist()}})
+    if generator_shape is not None:
+        shape = np.asarray(generator_shape, dtype=float)
+        if shape.shape != b.shape or np.any(~np.isfinite(shape)) or np.any(np.abs(shape) >= b):
+            raise StatisticsError(f"{name}: the generator shape must be finite, one per bin, smaller than the bin")
+        if np.any(shape != 0):
+            bkg_mods.append({"name": "generator_shape", "type": "histosys",
+                             "data": {"hi_data": (b + shape).tolist(), "lo_data": (b - shape).tolist()}})
     if background_syst > 0:
         bkg_mods.append({"name": "bkg_norm", "type": "normsys",
                          "data": {"hi": 1.0 + background_syst, "lo": 1.0 - background_syst}})
@@ -140,6 +151,7 @@ class ChannelModel:
     lumi_bounds: tuple[float, float] = (0.0, 10.0)
     gen_rel: np.ndarray | None = None  # relative generator uncertainty per bin (histosys generator_bin<i>)
     observed: np.ndarray | None = None  # the workspace's observations
+    shape: np.ndarray | None = None  # absolute shift of the coherent histosys generator_shape
 
     @classmethod
     def from_workspace(cls, workspace: Mapping[str, Any]) -> "ChannelModel":
@@ -158,7 +170,7 @@ class ChannelModel:
                 raise StatisticsError(f"{name}: parameter of interest 'mu' expected")
             sig = np.asarray(samples["signal"]["data"], dtype=float)
             bkg = np.asarray(samples["background"]["data"], dtype=float)
-            stat_rel, syst, lumi = None, None, None
+            stat_rel, syst, lumi, shape = None, None, None, None
             gen_rel = np.zeros_like(bkg)
             types = {m["type"] for m in samples["signal"]["modifiers"]}
             if not types <= {"normfactor", "lumi"} or "normfactor" not in types:
@@ -168,6 +180,13 @@ class ChannelModel:
                     stat_rel = np.asarray(mod["data"], dtype=float) / bkg
                 elif mod["type"] == "normsys":
                     syst = (float(mod["data"]["hi"]), float(mod["data"]["lo"]))
+                elif mod["type"] == "histosys" and mod["name"] == "generator_shape":
+                    hi = np.asarray(mod["data"]["hi_data"], dtype=float) - bkg
+                    lo = bkg - np.asarray(mod["data"]["lo_data"], dtype=float)
+                    if not np.allclose(hi, lo, rtol=1e-9, atol=1e-12 * bkg.max()):
+                        raise StatisticsError(f"{name}: histosys 'generator_shape' must be symmetric; use "
+                                              "pyhf_expected_limits")
+                    shape = hi
                 elif mod["type"] == "histosys" and mod["name"].startswith("generator_bin"):
                     i = int(mod["name"][len("generator_bin"):])
                     hi = np.asarray(mod["data"]["hi_data"], dtype=float) - bkg
@@ -194,7 +213,7 @@ class ChannelModel:
                 raise
             raise StatisticsError(f"workspace not in the layout of build_workspace: missing {e}") from None
         return cls(name, sig, bkg, stat_rel, syst, lumi, bounds, gen_rel if np.any(gen_rel > 0) else None,
-                   observed)
+                   observed, shape)
 
     # -- likelihood ---------------------------------------------------------------------------------------------
     def _kappa(self, theta: float) -> tuple[float, float]:
@@ -218,21 +237,24 @@ class ChannelModel:
             r2 = np.where(q != 0, C / q, -np.inf)
         return np.maximum(np.maximum(r1, r2), _GAMMA_MIN)
 
-    def _profile_bins(self, c: np.ndarray, a: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, float]:
+    def _profile_bins(self, c: np.ndarray, a: np.ndarray, n: np.ndarray,
+                      gen: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """Profile the per-bin nuisance parameters at fixed global ones: lambda = c + a x y with the staterror
         gamma x (Gaussian, width stat_rel) and the generator factor y = 1 + gen_rel theta (theta standard
-        normal), either of them possibly absent. Returns (x y per bin, their constraint terms in the NLL).
+        normal), either of them possibly absent.
 
         One kind alone: the stationarity condition is a quadratic (closed form). Both: the quadratic of the
         combined width sqrt(stat_rel^2 + gen_rel^2) gives a start within second order, then Newton steps on
-        (x, y) per bin (vectorised, 2x2 Hessians) converge to machine precision."""
-        st, gen = self.stat_rel, self.gen_rel
+        (x, y) per bin (vectorised, 2x2 Hessians) converge to machine precision. ``gen``: the generator widths
+        relative to the current background (they change when the coherent shape moves it). Returns (x y per bin,
+        their constraint terms in the NLL, the staterror gamma x alone)."""
+        st = self.stat_rel
         if st is None and gen is None:
-            return np.ones_like(a), 0.0
+            return np.ones_like(a), 0.0, np.ones_like(a)
         if gen is None or st is None:
             s2 = (st if gen is None else gen) ** 2
             x = self._quadratic_gamma(c, a, n, s2)
-            return x, float(np.sum((x - 1.0) ** 2 / (2 * s2)))
+            return x, float(np.sum((x - 1.0) ** 2 / (2 * s2))), (x if gen is None else np.ones_like(a))
         s2, r2 = st ** 2, np.maximum(gen, 1e-12) ** 2
         p = self._quadratic_gamma(c, a, n, s2 + r2)
         x = 1.0 + (p - 1.0) * s2 / (s2 + r2)
@@ -256,24 +278,28 @@ class ChannelModel:
                     break
                 step *= 0.5
             x, y = np.maximum(nx, _GAMMA_MIN), ny
-            if max(np.max(np.abs(dx)), np.max(np.abs(dy))) * step < 1e-14:
+            if max(np.max(np.abs(dx)), np.max(np.abs(dy))) * step < 1e-12:  # quadratic convergence: done
                 break
-        return x * y, float(np.sum((x - 1.0) ** 2 / (2 * s2) + (y - 1.0) ** 2 / (2 * r2)))
+        return x * y, float(np.sum((x - 1.0) ** 2 / (2 * s2) + (y - 1.0) ** 2 / (2 * r2))), x
 
     def _nll_and_grad(self, glob: np.ndarray, mu: float, n: np.ndarray) -> tuple[float, np.ndarray]:
         """NLL (up to a constant) with gammas profiled, and its gradient in the global parameters
         (theta of the normsys, if any, then lumi, if any)."""
         i = 0
-        theta = lumi = None
+        theta = lumi = shape = None
         if self.syst is not None:
             theta, i = float(glob[i]), i + 1
+        if self.shape is not None:
+            shape, i = float(glob[i]), i + 1
         if self.lumi_sigma is not None:
             lumi = float(glob[i])
         kappa, dlnk = self._kappa(theta) if theta is not None else (1.0, 0.0)
         L = lumi if lumi is not None else 1.0
-        a = L * kappa * self.background
+        nominal = self.background if shape is None else self.background + shape * self.shape
+        a = L * kappa * nominal
         c = L * mu * self.signal
-        gamma, constraint = self._profile_bins(c, a, n)
+        gen = None if self.gen_rel is None else self.gen_rel * self.background / nominal
+        gamma, constraint, stat_gamma = self._profile_bins(c, a, n, gen)
         lam = c + a * gamma
         w = 1.0 - n / lam
         # Poisson deviance form, lambda - n - n ln(lambda / n): the same minimum, but O(1) near it even for
@@ -285,6 +311,10 @@ class ChannelModel:
         if theta is not None:
             nll += 0.5 * theta * theta
             grad.append(float(np.sum(w * a * gamma)) * dlnk + theta)
+        if shape is not None:
+            nll += 0.5 * shape * shape
+            # the shape is additive inside the staterror gamma: d lambda / d shape = L kappa gamma_stat shape_i
+            grad.append(float(np.sum(w * L * kappa * self.shape * stat_gamma)) + shape)
         if lumi is not None:
             nll += (lumi - 1.0) ** 2 / (2 * self.lumi_sigma ** 2)
             grad.append(float(np.sum(w * lam)) / L + (lumi - 1.0) / self.lumi_sigma ** 2)
@@ -299,6 +329,10 @@ class ChannelModel:
         if self.syst is not None:
             glob0.append(0.0)
             bounds.append((-5.0, 5.0))
+        if self.shape is not None:
+            glob0.append(0.0)
+            limit = float(np.min(self.background / np.maximum(np.abs(self.shape), 1e-300)))
+            bounds.append((-min(5.0, 0.99 * limit), min(5.0, 0.99 * limit)))
         if self.lumi_sigma is not None:
             glob0.append(1.0)
             bounds.append(self.lumi_bounds)
@@ -312,6 +346,9 @@ class ChannelModel:
             if not res.success:
                 raise StatisticsError(f"{self.name}: conditional fit at mu = {mu:g} failed: {res.message}")
             return float(res.fun), np.asarray([res.x])
+        newton = _bounded_newton(lambda v: self._nll_and_grad(v, mu, n), x0, bounds)
+        if newton is not None:
+            return newton
         res = optimize.minimize(self._nll_and_grad, x0, args=(mu, n), jac=True, method="L-BFGS-B",
                                 bounds=bounds, options={"ftol": 1e-14, "gtol": 1e-8, "maxiter": 500})
         if not res.success:  # line-search trouble near the optimum: polish without derivatives
@@ -324,13 +361,56 @@ class ChannelModel:
     @functools.cached_property
     def asimov_minimum(self) -> float:
         """NLL of the background-only Asimov data at its unconditional minimum, the nominal point."""
-        nominal = [0.0] * (self.syst is not None) + [1.0] * (self.lumi_sigma is not None)
+        nominal = [0.0] * (self.syst is not None) + [0.0] * (self.shape is not None) + [1.0] * (
+            self.lumi_sigma is not None)
         return self._nll_and_grad(np.asarray(nominal), 0.0, self.background)[0]
 
     def sqrt_qtilde_asimov(self, mu: float, start: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         """sqrt(q~_mu) on the background-only Asimov data (whose unconditional fit is the nominal point)."""
         nll, glob = self.conditional_nll(mu, start=start)
         return math.sqrt(max(2.0 * (nll - self.asimov_minimum), 0.0)), glob
+
+
+def _bounded_newton(fg, x0: np.ndarray, bounds: list[tuple[float, float]], gtol: float = 1e-7,
+                    max_iter: int = 40) -> tuple[float, np.ndarray] | None:
+    """Minimise a smooth function of a few parameters with Newton steps (Hessian by finite differences of the
+    analytic gradient ``fg(x) -> (f, grad)``), backtracking and projection onto ``bounds``. Returns (f, x) once
+    the projected gradient is below ``gtol`` or the Newton step below 1e-9, None if it does not get there (the
+    caller falls back to L-BFGS-B). A handful of iterations where L-BFGS-B needs tens of evaluations at these tolerances."""
+    lo = np.array([b[0] for b in bounds], dtype=float)
+    hi = np.array([b[1] for b in bounds], dtype=float)
+    x = np.clip(np.asarray(x0, dtype=float), lo, hi)
+    f, g = fg(x)
+    k = len(x)
+    for _ in range(max_iter):
+        free = ~(((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0)))
+        if np.max(np.abs(np.where(free, g, 0.0))) < gtol:
+            return float(f), x
+        h = 1e-6 * np.maximum(1.0, np.abs(x))
+        H = np.empty((k, k))
+        for i in range(k):
+            xp = x.copy()
+            xp[i] += h[i]
+            H[:, i] = (fg(xp)[1] - g) / h[i]
+        H = 0.5 * (H + H.T)
+        eig = np.linalg.eigvalsh(H)
+        if eig[0] <= 1e-12 * max(abs(eig[-1]), 1.0):
+            H = H + (abs(eig[0]) + 1e-6 * max(abs(eig[-1]), 1.0)) * np.eye(k)
+        step = np.zeros(k)
+        step[free] = np.linalg.solve(H[np.ix_(free, free)], g[free])
+        if np.max(np.abs(step)) < 1e-9:  # the remaining gradient is the inner profiling's rounding noise
+            return float(f), x
+        t = 1.0
+        for _ in range(30):
+            xn = np.clip(x - t * step, lo, hi)
+            fn, gn = fg(xn)
+            if fn <= f + 1e-4 * float(g @ (xn - x)) or abs(fn - f) < 1e-13 * max(1.0, abs(f)):
+                break
+            t *= 0.5
+        else:  # no decrease along a tiny step: at the minimum up to the inner profiling's rounding
+            return (float(f), x) if np.max(np.abs(step)) < 1e-6 else None
+        x, f, g = xn, fn, gn
+    return None
 
 
 def band_targets(level: float = 0.05) -> dict[int, float]:
@@ -442,17 +522,21 @@ def fit_signal_strength(workspace: Mapping[str, Any], data: Sequence[float] | No
     lo = -0.5 * float(np.min(model.background / np.maximum(model.signal, 1e-300)))  # keeps lambda > 0
     scale = _scale_guess(model)
     cache: dict[float, float] = {}
+    last = [None]  # warm start: the nuisance parameters of the previous fit
 
     def h(mu: float) -> float:
         if mu not in cache:
-            cache[mu] = model.conditional_nll(mu, n)[0]
+            cache[mu], last[0] = model.conditional_nll(mu, n, start=last[0])
         return cache[mu]
 
     hi = scale
     while h(hi) <= h(0.5 * hi) and hi < 1e6:  # the minimum lies below hi
         hi *= 2.0
-    res = optimize.minimize_scalar(h, bounds=(lo, hi), method="bounded",
-                                   options={"xatol": 1e-6 * scale})
+    low = -scale
+    while low > lo and h(low) <= h(0.5 * low):  # ... and above low
+        low = max(2.0 * low, lo)
+    res = optimize.minimize_scalar(h, bounds=(low, hi), method="bounded",
+                                   options={"xatol": 1e-4 * scale})
     mu_hat, h_min = float(res.x), float(res.fun)
     h0 = h(0.0)
     if h0 < h_min:  # the minimiser stopped on a flat stretch: zero is at least as good
@@ -466,7 +550,7 @@ def fit_signal_strength(workspace: Mapping[str, Any], data: Sequence[float] | No
                 return mu_hat - lo
             if 2.0 * (h(mu) - h_min) > 1.0:
                 root = optimize.brentq(lambda m: 2.0 * (h(m) - h_min) - 1.0, mu_hat + direction * step / 2
-                                       if step > scale else mu_hat, mu, xtol=1e-6 * scale)
+                                       if step > scale else mu_hat, mu, xtol=1e-4 * scale)
                 return abs(root - mu_hat)
             step *= 2.0
         raise StatisticsError(f"{model.name}: no 68 % interval of mu found")
@@ -487,11 +571,17 @@ def observed_limit(workspace: Mapping[str, Any], level: float = 0.05, fit: Signa
     n = model.observed
     fit = fit_signal_strength(workspace, interval=False) if fit is None else fit
     mu_floor = max(fit.mu_hat, 0.0)
-    h_floor = model.conditional_nll(mu_floor, n)[0]
+    h_floor, start_obs = model.conditional_nll(mu_floor, n)
+    start_asimov = [None]
 
     def cls(mu: float) -> float:
-        q = 0.0 if fit.mu_hat > mu else max(2.0 * (model.conditional_nll(mu, n)[0] - h_floor), 0.0)
-        sq, sqa = math.sqrt(q), model.sqrt_qtilde_asimov(mu)[0]
+        nonlocal start_obs
+        q = 0.0
+        if fit.mu_hat <= mu:
+            h_mu, start_obs = model.conditional_nll(mu, n, start=start_obs)
+            q = max(2.0 * (h_mu - h_floor), 0.0)
+        sqa, start_asimov[0] = model.sqrt_qtilde_asimov(mu, start=start_asimov[0])
+        sq = math.sqrt(q)
         if sqa <= 0.0:
             return 1.0
         t = sq - sqa if sq <= sqa else (q - sqa * sqa) / (2.0 * sqa)
@@ -505,7 +595,7 @@ def observed_limit(workspace: Mapping[str, Any], level: float = 0.05, fit: Signa
         lo, hi = hi, hi * 2.0
     else:
         raise StatisticsError(f"{model.name}: no observed limit below mu = {hi:g}")
-    return float(optimize.brentq(lambda m: cls(m) - level, lo, hi, xtol=1e-10, rtol=1e-7))
+    return float(optimize.brentq(lambda m: cls(m) - level, lo, hi, xtol=1e-8, rtol=1e-5))
 
 
 def _pyhf_model(workspace: Mapping[str, Any], poi_upper: float | None = None):

@@ -140,3 +140,24 @@ def test_signal_fit_of_background_only_data_is_zero():
     assert fit.mu_hat == pytest.approx(0.0, abs=1e-4)
     assert fit.significance == pytest.approx(0.0, abs=1e-3)
     assert fit.error == pytest.approx(expected_limits(ws)["0"] / 1.96, rel=0.25)  # Gaussian regime, roughly
+
+
+@pytest.mark.slow
+def test_coherent_generator_shape_agrees_with_pyhf():
+    """The non-closure shape (one histosys moving every bin) with per-bin generator uncertainties and the
+    staterror: expected limits, the fit and the observed limit against pyhf."""
+    shape = BKG * np.array([0.02, 0.0, -0.08, -0.12])
+    ws = build_workspace(SIG, BKG, 0.05 * BKG, 0.1, name="shape", generator_uncertainty=0.05 * BKG,
+                         generator_shape=shape)
+    assert "generator_shape" in pyhf.Workspace(ws).model().config.par_order
+    fast, ref = expected_limits(ws), pyhf_expected_limits(ws)
+    for k in ref:
+        assert fast[k] == pytest.approx(ref[k], rel=0.005), k
+    obs = BKG * np.array([1.0, 1.02, 1.05, 1.12])  # a generator-like deficit where the signal is
+    ws = build_workspace(SIG, BKG, 0.05 * BKG, 0.1, name="shape_obs", generator_uncertainty=0.05 * BKG,
+                         generator_shape=shape, observations=obs)
+    fit = fit_signal_strength(ws)
+    mu, down, up = pyhf_signal_fit(ws)
+    assert fit.mu_hat == pytest.approx(mu, abs=5e-3 * fit.error)
+    assert fit.error_up == pytest.approx(up, rel=5e-3)
+    assert observed_limit(ws, fit=fit) == pytest.approx(pyhf_observed_limit(ws), rel=0.01)
