@@ -349,6 +349,26 @@ class FlowGenerationConfig:
 
 
 @dataclass(frozen=True)
+class FlowReplicaConfig:
+    """Bootstrap replicas of the default generator (each trained on a resample, with replacement, of the train
+    partition, with its own seed ``first_seed + r``): their spread is the generator uncertainty of the fit."""
+
+    n: int = 5
+    first_seed: int = 101
+    # generated events per replica (their own statistical noise is subtracted from the spread)
+    n_events: int = 1_000_000
+
+    def validate(self, path: str) -> None:
+        _check(self.n == 0 or self.n >= 2, f"{path}.n: 0 (no generator uncertainty) or at least 2, got {self.n}")
+        _at_least(f"{path}.first_seed", self.first_seed, 0)
+        _at_least(f"{path}.n_events", self.n_events, 1000)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(range(self.first_seed, self.first_seed + self.n))
+
+
+@dataclass(frozen=True)
 class FlowConfig:
     """Which zoo models to train (each with each of ``seeds``), the generator used downstream (trained also with
     each of ``analysis_seeds``, whose spread the limit scans show), and their settings."""
@@ -360,6 +380,7 @@ class FlowConfig:
     hyperparameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     training: FlowTrainingConfig = FlowTrainingConfig()
     generation: FlowGenerationConfig = FlowGenerationConfig()
+    replicas: FlowReplicaConfig = FlowReplicaConfig()
 
     def validate(self, path: str) -> None:
         known = ", ".join(FLOW_MODELS)
@@ -388,6 +409,48 @@ class FlowConfig:
                            f"{path}.hyperparameters.{m}.{k}: expected a positive integer, got {v!r}")
         self.training.validate(f"{path}.training")
         self.generation.validate(f"{path}.generation")
+        self.replicas.validate(f"{path}.replicas")
+        clash = set(self.replicas.seeds) & (set(self.seeds) | set(self.analysis_seeds))
+        _check(not clash, f"{path}.replicas.first_seed: replica seeds {sorted(clash)} clash with flows.seeds or "
+               "flows.analysis_seeds")
+
+
+@dataclass(frozen=True)
+class TruthConfig:
+    """The independent high-statistics simulated background ("truth"): for every background sample of the
+    embedded generator, ``factor`` times as many events as its training partition holds, with their own seeds
+    (sample ``<name>_truth``, files of the sample's ``events_per_file``), never used to train, tune, early-stop
+    or bin anything. ``calibration_fraction`` of its events calibrate the generator uncertainty; the rest test
+    it (spurious signal, template and C2ST fidelity). Without generator samples (or with ``factor: 0``) the
+    reference partition plays this role."""
+
+    factor: float = 10.0
+    calibration_fraction: float = 0.5
+
+    def validate(self, path: str) -> None:
+        _positive(f"{path}.factor", self.factor, strict=False)
+        _check(0.0 < self.calibration_fraction < 1.0, f"{path}.calibration_fraction: must lie in (0, 1), got "
+               f"{self.calibration_fraction}")
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """The high-power classifier two-sample test of generated against truth events: a learning curve at
+    ``train_sizes`` events per class (ascending, at least two) on a fixed test set of ``test_size`` per class;
+    feature-group AUCs at ``group_size``; an MLP as a second opinion at the largest size (``mlp``)."""
+
+    train_sizes: tuple[int, ...] = (12_500, 25_000, 50_000, 100_000)
+    test_size: int = 50_000
+    group_size: int = 25_000
+    mlp: bool = True
+
+    def validate(self, path: str) -> None:
+        _check(len(self.train_sizes) >= 2 and list(self.train_sizes) == sorted(set(self.train_sizes)),
+               f"{path}.train_sizes: at least two sizes, ascending, no duplicates, got {list(self.train_sizes)}")
+        for v in self.train_sizes:
+            _at_least(f"{path}.train_sizes", v, 50)
+        _at_least(f"{path}.test_size", self.test_size, 50)
+        _at_least(f"{path}.group_size", self.group_size, 50)
 
 
 CLASSIFIERS = ("bdt", "nn")
@@ -481,6 +544,10 @@ class LimitConfig:
     luminosities_fb: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
     # random splits of the simulated background into halves for the closure test
     closure_splits: int = 10
+    # spurious-signal test against the truth sample: a template passes when |mu_hat| <= this many sigma
+    # (sigma: the fit's interval and the truth sample's own statistical spread, from Poisson bootstraps)
+    spurious_max_sigma: float = 1.0
+    spurious_bootstraps: int = 10
 
     def validate(self, path: str, classifiers: ClassifierConfig) -> None:
         _check(self.classifier in classifiers.models, f"{path}.classifier: must be one of classifiers.models "
@@ -497,6 +564,8 @@ class LimitConfig:
         _check(len(self.luminosities_fb) > 0 and all(v > 0 for v in self.luminosities_fb),
                f"{path}.luminosities_fb: a non-empty list of positive luminosities")
         _at_least(f"{path}.closure_splits", self.closure_splits, 2)
+        _positive(f"{path}.spurious_max_sigma", self.spurious_max_sigma)
+        _at_least(f"{path}.spurious_bootstraps", self.spurious_bootstraps, 2)
 
 
 @dataclass(frozen=True)
@@ -513,6 +582,8 @@ class AnalysisConfig:
     flows: FlowConfig = FlowConfig()
     classifiers: ClassifierConfig = ClassifierConfig()
     limits: LimitConfig = LimitConfig()
+    truth: TruthConfig = TruthConfig()
+    fidelity: FidelityConfig = FidelityConfig()
     # units of the feature columns: "GeV" for generated and NanoAOD inputs, "normalised" for the UCI HIGGS CSV
     feature_units: Literal["GeV", "normalised"] = "GeV"
 
@@ -523,6 +594,8 @@ class AnalysisConfig:
         _check(len(self.samples) > 0, f"{p}samples: at least one sample is needed")
         for name, sample in self.samples.items():
             _check(name.isidentifier(), f"{p}samples.{name}: sample names must be identifiers")
+            _check(not name.endswith("_truth"), f"{p}samples.{name}: names ending in '_truth' are reserved for "
+                   "the truth sample")
             sample.validate(f"{p}samples.{name}")
         self.physics.validate(f"{p}physics")
         self.detector.validate(f"{p}detector")
@@ -531,6 +604,8 @@ class AnalysisConfig:
         self.flows.validate(f"{p}flows")
         self.classifiers.validate(f"{p}classifiers")
         self.limits.validate(f"{p}limits", self.classifiers)
+        self.truth.validate(f"{p}truth")
+        self.fidelity.validate(f"{p}fidelity")
         _check(self.feature_units in ("GeV", "normalised"),
                f"{p}feature_units: must be 'GeV' or 'normalised', got {self.feature_units!r}")
 
@@ -544,11 +619,28 @@ class AnalysisConfig:
     def luminosity_pb(self) -> float:
         return self.luminosity_fb * 1000.0
 
+    @property
+    def truth_samples(self) -> Mapping[str, SampleConfig]:
+        """The truth counterparts ``<name>_truth`` of the background samples of the embedded generator (see
+        :class:`TruthConfig`); empty without them."""
+        if self.truth.factor == 0:
+            return types.MappingProxyType({})
+        return types.MappingProxyType({
+            f"{n}_truth": dataclasses.replace(s, n_files=max(1, math.ceil(self.truth.factor * self.partition.train
+                                                                          * s.n_files)))
+            for n, s in self.samples.items() if s.label == 0 and s.source == "generator"})
+
+    @property
+    def all_samples(self) -> Mapping[str, SampleConfig]:
+        """The configured samples and their truth counterparts: everything that is generated and skimmed."""
+        return types.MappingProxyType({**self.samples, **self.truth_samples})
+
     def sample(self, name: str) -> SampleConfig:
         try:
-            return self.samples[name]
+            return self.all_samples[name]
         except KeyError:
-            raise ConfigError(f"config {self.name!r}: no sample {name!r}; known: {sorted(self.samples)}") from None
+            raise ConfigError(f"config {self.name!r}: no sample {name!r}; known: {sorted(self.all_samples)}") \
+                from None
 
     def with_input_path(self, path: str) -> "AnalysisConfig":
         """A copy whose ``higgs_csv`` samples read ``path`` instead of the configured file."""

@@ -85,6 +85,9 @@ def plot_limit_scan(results: dict, path: str | os.PathLike, title: str = "") -> 
         ax.plot(sizes, _bands(med, "0"), color="black", lw=2, label="generated background (median of seeds)")
         for s, rows in results["generated"][k]["per_seed"].items():
             ax.plot(sizes, _bands(rows, "0"), lw=0.8, ls=":", color="navy")
+        if k in results.get("generated_unc", {}):
+            ax.plot(sizes, _bands(results["generated_unc"][k]["median"], "0"), color="purple", lw=2, ls="-.",
+                    label="generated + generator uncertainty")
         sim = results["simulated"][k]
         n_sim = results["simulated_events"]
         ax.errorbar([n_sim], [sim["0"]], yerr=[[sim["0"] - sim["-1"]], [sim["1"] - sim["0"]]], fmt="s",
@@ -159,5 +162,139 @@ def plot_closure(results: dict, path: str | os.PathLike, title: str = "") -> lis
     ax.set_xticks(range(len(systs)), [f"syst. {float(k):.0%}" for k in systs])
     ax.set_ylabel("(limit A - limit B) / limit B")
     ax.set_title((title + ": " if title else "") + "closure, simulated background in both roles", fontsize=13)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_truth_templates(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
+    """The independent test of the templates: the truth test template (simulation the generator never saw)
+    against the simulated and the generated templates (largest N, each seed) and the bootstrap replicas, with the
+    ratio to truth and the generator uncertainty (replica spread, after calibration) as a band."""
+    plt.style.use(hep.style.ROOT)
+    edges = np.asarray(results["edges"])
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    truth = results["truth"]["test_template"]
+    t, t_err = np.asarray(truth["yields"]), np.asarray(truth["stat"])
+    fig, (ax, rax) = plt.subplots(2, 1, figsize=(10, 10), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    hep.histplot(t, edges, yerr=t_err, ax=ax, color="black", histtype="errorbar",
+                 label=f"truth: {results['truth']['source']} ({results['truth']['test_events']:,} events)")
+    sim = np.asarray(results["templates"]["simulated"]["yields"])
+    hep.histplot(sim, edges, ax=ax, color="grey", label="simulated (reference partition)")
+    rax.errorbar(centres, sim / t, yerr=np.asarray(results["templates"]["simulated"]["stat"]) / t, fmt="s", ms=4,
+                 color="grey")
+    gu = results.get("generator_uncertainty")
+    for s, tmpl in results["templates"]["generated"].items():
+        y = np.asarray(tmpl["yields"])
+        hep.histplot(y, edges, ax=ax, lw=2, label=f"generated, seed {s} ({results['sizes'][-1]:,} events)")
+        rax.errorbar(centres, y / t, yerr=np.asarray(tmpl["stat"]) / t, fmt="o", ms=4)
+        if gu is not None:
+            rel = np.asarray(gu["relative"]) * y / t
+            rax.fill_between(edges, np.r_[y / t - rel, (y / t - rel)[-1]], np.r_[y / t + rel, (y / t + rel)[-1]],
+                             step="post", alpha=0.25, label=f"generator unc. ({gu['construction']}, "
+                             f"x{gu['inflation']:.2f})")
+    if gu is not None:
+        for name, tmpl in gu["templates"].items():
+            rax.plot(centres, np.asarray(tmpl["yields"]) / t, lw=0.8, ls=":", color="navy")
+    rax.fill_between(edges, np.r_[1 - t_err / t, (1 - t_err / t)[-1]], np.r_[1 + t_err / t, (1 + t_err / t)[-1]],
+                     step="post", color="black", alpha=0.15, label="truth stat. unc.")
+    ax.set_yscale("log")
+    ax.set_ylabel("expected events")
+    ax.legend(fontsize=11)
+    rax.axhline(1, color="black", lw=1)
+    rax.set_ylabel("template / truth")
+    rax.set_xlabel("classifier score")
+    rax.set_ylim(0.6, 1.4)
+    rax.legend(fontsize=9, ncol=2)
+    if title:
+        ax.set_title(title, fontsize=14)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_spurious(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
+    """Spurious signal against the truth test template: mu_hat / sigma against the number of generated events,
+    without and with the generator uncertainty in the model (median over seeds, each seed thin), the simulated
+    template at its own size, and the pass band of +-``max_sigma``; one panel per systematic size."""
+    sp = results["spurious"]
+    systs = list(results["simulated"])
+    sizes = np.asarray(results["sizes"])
+    fig, axes = _panels(len(systs), 6.5)
+    m = sp["max_sigma"]
+    for ax, k in zip(axes[0], systs):
+        ax.axhspan(-m, m, color=_GREEN, alpha=0.5, label=rf"pass: $|\hat\mu| \leq {m:g}\sigma$")
+        for key, colour, label in (("generated", "crimson", "generated, stat. only"),
+                                   ("generated_unc", "navy", "generated + generator unc.")):
+            if k not in sp.get(key, {}):
+                continue
+            z = np.asarray([[r["z"] for r in rows] for rows in sp[key][k].values()])
+            for row in z:
+                ax.plot(sizes, row, lw=0.7, ls=":", color=colour)
+            ax.plot(sizes, np.median(z, axis=0), lw=2, color=colour, label=label)
+        sim = sp["simulated"][k]
+        ax.plot([results["simulated_events"]], [sim["z"]], "s", color="black", ms=9, label="simulated template")
+        ax.axhline(0, color="black", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("generated background events")
+        ax.set_title(f"background systematic {float(k):.0%}", fontsize=16)
+    return _finish(fig, axes, r"spurious signal $\hat\mu / \sigma$ (truth pseudo-data)", title, path)
+
+
+def plot_pulls(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
+    """Pulls (template - truth) / total uncertainty of the generated and replica templates per bin, on the test
+    part of the truth sample, with the generator uncertainty after calibration, against a unit Gaussian."""
+    plt.style.use(hep.style.ROOT)
+    gu = results.get("generator_uncertainty")
+    if gu is None:  # no replicas configured: nothing to calibrate
+        fig, ax = plt.subplots(figsize=(9, 7))
+        ax.text(0.5, 0.5, "no generator replicas (flows.replicas.n = 0)", ha="center", transform=ax.transAxes)
+        return save_figure(fig, path)
+    values = np.concatenate([np.asarray(v) for v in gu["test_pulls"].values()])
+    fig, ax = plt.subplots(figsize=(9, 7))
+    bins = np.linspace(-5, 5, 41)
+    ax.hist(np.clip(values, -4.99, 4.99), bins=bins, histtype="stepfilled", alpha=0.6,
+            label=f"templates x bins ({len(values)})")
+    x = np.linspace(-5, 5, 400)
+    ax.plot(x, len(values) * (bins[1] - bins[0]) * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi), color="black",
+            label="unit Gaussian")
+    p = gu["pulls"]
+    txt = "\n".join(f"{name.replace('_', ', ')}: RMS {v['rms']:.2f}, within 1: {v['coverage68']:.2f}, within 2: "
+                    f"{v['coverage95']:.2f}" for name, v in p.items())
+    ax.text(0.02, 0.97, f"{gu['construction']}, inflation {gu['inflation']:.2f}\n{txt}", transform=ax.transAxes,
+            va="top", fontsize=10)
+    ax.set_xlabel("(template - truth) / total uncertainty")
+    ax.set_ylabel("bins")
+    ax.legend(fontsize=11, loc="upper right")
+    if title:
+        ax.set_title(title, fontsize=14)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_amplification(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
+    """Amplification: the simulated sample size with the same template MSE against truth as the generated
+    template, against the number of generated events, in units of the training partition; the simulated
+    template's own value as a check and the diagonal (generated events worth as much as simulated ones)."""
+    plt.style.use(hep.style.ROOT)
+    amp = results["amplification"]
+    n_train = max(amp["n_train"], 1)
+    sizes = np.asarray(results["sizes"], dtype=float)
+    fig, ax = plt.subplots(figsize=(9, 7))
+    for s, rows in amp["per_seed"].items():
+        eq = np.asarray([r["equivalent_events"] for r in rows]) / n_train
+        bound = np.asarray([r["lower_bound"] for r in rows])
+        ax.plot(sizes, eq, lw=1.5, label=f"generated, seed {s}")
+        ax.plot(sizes[bound], eq[bound], "^", ms=5, color="grey")
+    sim = amp["simulated"]
+    ax.plot([results["simulated_events"]], [sim["equivalent_events"] / n_train], "s", color="black", ms=9,
+            label=f"simulated template ({results['simulated_events']:,} events)")
+    ax.plot(sizes, sizes / n_train, ls="--", color="grey", label="as many simulated events")
+    ax.axhline(1.0, color="red", ls=":", label="training partition")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("generated background events")
+    ax.set_ylabel("equivalent simulated events / training events")
+    ax.legend(fontsize=11)
+    if title:
+        ax.set_title(title + " (triangles: lower bounds)", fontsize=13)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -13,18 +13,36 @@ the expected CLs limit with its bands computed (:func:`analysis.statistics.expec
   difference of their limits must be zero within its spread.
 
 Each for every configured background systematic size. The binning is fixed once (:mod:`analysis.templates`).
+
+The independent test (:func:`independent_test`): the truth sample, simulated background the generator never saw,
+split into a calibration and a test part (``truth.calibration_fraction``):
+
+* ``generated_unc``: every generated point again with the generator uncertainty in the model (per-bin
+  nuisance parameters of the size of the bootstrap replicas' spread, :mod:`analysis.generator_uncertainty`),
+  scaled by the inflation factor measured on the calibration part when the spread alone under-covers;
+* ``spurious``: every workspace (simulated, generated with and without generator uncertainty, every size, seed
+  and systematic) fitted to the truth test template as background-only pseudo-data: mu_hat +- sigma, where sigma
+  adds the truth sample's own statistical spread (Poisson bootstraps of its events) to the fit's interval, the
+  observed limit, and whether |mu_hat| <= ``limits.spurious_max_sigma`` sigma;
+* template fidelity (chi2 against the truth test template), pulls and their coverage, and the amplification
+  (equivalent simulated sample size) of every generated size.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Callable
 
 import numpy as np
 
 from .config import LimitConfig
-from .statistics import BANDS, StatisticsError, build_workspace, expected_limits
+from .generator_uncertainty import ReplicaSpread, amplification, ensemble_pulls, inflation_factor, nonclosure, \
+    pull_summary, pulls, replica_spread
+from .partition import split_rows
+from .statistics import BANDS, StatisticsError, build_workspace, expected_limits, fit_signal_strength, \
+    observed_limit
 from .templates import Template, make_template, merged_edges, scaled_weights
 
 
@@ -42,6 +60,15 @@ class ScoredSamples:
     generated: dict[int, np.ndarray]
     expected_background: float
     luminosity_fb: float
+    truth_scores: np.ndarray | None = None
+    truth_weights: np.ndarray | None = None
+    truth_source: str = "independent simulation"
+    replicas: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
+    n_train: int = 0  # events of the generator's training partition (amplification unit)
+    calibration_fraction: float = 0.5  # of the truth events, for the generator uncertainty's calibration
+
+
+MAX_INFLATION = 100.0  # a generator uncertainty that needs more than this is reported as not reaching RMS 1
 
 
 def _syst_key(v: float) -> str:
@@ -59,10 +86,15 @@ class _Runner:
         self.seconds = 0.0
 
     def limit(self, name: str, background: Template, syst: float, lumi_scale: float = 1.0,
-              with_stat: bool = True) -> dict[str, float]:
+              with_stat: bool = True, generator: tuple[np.ndarray, np.ndarray | None] | None = None
+              ) -> dict[str, float]:
+        """``generator``: (per-bin generator uncertainty, coherent generator shape or None), absolute."""
+        per_bin, shape = generator if generator is not None else (None, None)
         ws = build_workspace(self.signal.yields * lumi_scale, background.yields * lumi_scale,
                              background.stat * lumi_scale if with_stat else None, syst,
-                             self.cfg.lumi_uncertainty, name=name)
+                             self.cfg.lumi_uncertainty, name=name,
+                             generator_uncertainty=None if per_bin is None else per_bin * lumi_scale,
+                             generator_shape=None if shape is None else shape * lumi_scale)
         self.workspaces[name] = ws
         t0 = time.perf_counter()
         out = expected_limits(ws)
@@ -140,6 +172,8 @@ def run_scan(samples: ScoredSamples, cfg: LimitConfig, seed: int,
     say(f"luminosity scan done ({run.n_limits} limits)")
 
     results["closure"] = _closure(samples, cfg, seed, run)
+    if samples.truth_scores is not None:
+        independent_test(samples, cfg, seed, run, results, edges, largest, generated_template, say)
     results["summary"] = _summary(results)
     results["timing"] = {"limits": run.n_limits, "seconds": run.seconds,
                          "ms_per_limit": 1e3 * run.seconds / max(run.n_limits, 1)}
@@ -198,4 +232,170 @@ def _summary(results: dict) -> dict:
                                                             else (sim["0"] - sim["-1"])),
             "within_2sigma": bool(sim["-2"] <= gen["0"] <= sim["2"]),
         }
+        if "generated_unc" in results:
+            out[k]["generated_unc_largest_n"] = results["generated_unc"][k]["median"][-1]["0"]
+        sp = results.get("spurious")
+        if sp:
+            out[k]["spurious_z_simulated"] = sp["simulated"][k]["z"]
+            for key in ("generated", "generated_unc"):
+                if k in sp[key]:
+                    out[k][f"spurious_z_{key}"] = float(np.median([rows[-1]["z"] for rows in sp[key][k].values()]))
     return out
+
+
+def _truth_template(scores: np.ndarray, weights: np.ndarray, rows: np.ndarray, edges: np.ndarray) -> Template:
+    """Template of a part of the truth sample, its weights scaled so that the part carries the full yield."""
+    w = weights[rows] * (weights.sum() / weights[rows].sum())
+    return make_template(scores[rows], w, edges)
+
+
+def _chi2(a: Template, b: Template, delta: np.ndarray | None = None) -> dict[str, float]:
+    p = pulls(a, b, delta)
+    ratio = np.divide(a.yields, b.yields, out=np.full_like(a.yields, np.nan), where=b.yields > 0)
+    return {"chi2": float(np.sum(p ** 2)), "ndf": int(len(p)), "pulls": p.tolist(), "ratio": ratio.tolist()}
+
+
+def independent_test(samples: ScoredSamples, cfg: LimitConfig, seed: int, run: "_Runner", results: dict,
+                     edges: np.ndarray, largest: dict[int, Template], generated_template, say) -> None:
+    """The independent test of the module docstring; adds ``truth``, ``generator_uncertainty``,
+    ``generated_unc``, ``spurious``, ``template_fidelity`` and ``amplification`` to ``results``."""
+    t0 = time.perf_counter()
+    fraction = samples.calibration_fraction
+    ts, tw = np.asarray(samples.truth_scores, float), np.asarray(samples.truth_weights, float)
+    cal_rows, test_rows = split_rows(len(ts), fraction, seed)
+    t_cal = _truth_template(ts, tw, cal_rows, edges)
+    t_test = _truth_template(ts, tw, test_rows, edges)
+    Y = samples.expected_background
+    sizes, seeds = results["sizes"], results["seeds"]
+    results["truth"] = {"source": samples.truth_source, "events": int(len(ts)),
+                        "calibration_events": int(len(cal_rows)), "test_events": int(len(test_rows)),
+                        "test_template": t_test.to_dict(), "calibration_template": t_cal.to_dict()}
+
+    # -- generator uncertainty from the replicas, calibrated on the calibration part -----------------------------
+    # two constructions, both calibrated on the calibration part only: the replica spread (one parameter per bin)
+    # scaled by a factor; and the same plus the non-closure measured there as one coherent shape systematic (then
+    # scaled if still needed). The one that reaches a pull RMS of 1 with the smaller total uncertainty is used.
+    reps = {f"boot{s}": generated_template(samples.replicas[s]) for s in sorted(samples.replicas)}
+    spread: ReplicaSpread | None = replica_spread(list(reps.values())) if len(reps) >= 2 else None
+    factor, per_bin_rel, shape_rel = 1.0, None, None
+    if spread is not None:
+        analysis_t = {f"s{s}": largest[s] for s in seeds}
+        nc = np.median([nonclosure(largest[s], t_cal) for s in seeds], axis=0)
+        constructions = {}
+        for name, ex in (("replicas", None), ("replicas+nonclosure", nc)):
+            f = inflation_factor(analysis_t, reps, t_cal, extra=ex, max_factor=MAX_INFLATION)
+            total = f * (spread.relative if ex is None else np.sqrt(spread.relative ** 2 + ex ** 2))
+            summaries = {}
+            for part, truth in (("calibration", t_cal), ("test", t_test)):
+                for label, g in (("raw", 1.0), ("inflated", f)):
+                    summaries[f"{part}_{label}"] = pull_summary(np.concatenate(list(
+                        ensemble_pulls(analysis_t, reps, truth, g, ex).values())))
+            constructions[name] = {"inflation": f, "reaches_rms_1": f < MAX_INFLATION, "pulls": summaries,
+                                   "relative": total.tolist(), "mean_relative": float(np.sqrt(np.mean(total ** 2)))}
+        usable = [n for n, c in constructions.items() if c["reaches_rms_1"]] or list(constructions)
+        chosen = min(usable, key=lambda n: constructions[n]["mean_relative"])
+        factor = constructions[chosen]["inflation"]
+        per_bin_rel = factor * spread.relative
+        shape_rel = None if chosen == "replicas" else factor * nc
+        extra = None if chosen == "replicas" else nc
+        results["generator_uncertainty"] = {
+            "construction": chosen, "constructions": constructions,
+            "relative": constructions[chosen]["relative"], "per_bin_relative": per_bin_rel.tolist(),
+            "shape_relative": None if shape_rel is None else shape_rel.tolist(),
+            "spread": spread.to_dict(), "nonclosure": nc.tolist(), "inflation": factor,
+            "replica_seeds": sorted(samples.replicas),
+            "replica_events": {str(k): int(len(v)) for k, v in samples.replicas.items()},
+            "pulls": constructions[chosen]["pulls"],
+            "test_pulls": {k: v.tolist() for k, v in ensemble_pulls(analysis_t, reps, t_test, factor, extra).items()},
+            "templates": {k: t.to_dict() for k, t in reps.items()}}
+        say(f"generator uncertainty: {len(reps)} replicas, construction {chosen}, inflation {factor:.2f}, test "
+            f"pull RMS {constructions[chosen]['pulls']['test_inflated']['rms']:.2f}")
+
+    def delta(t: Template) -> tuple[np.ndarray, np.ndarray | None] | None:
+        if per_bin_rel is None:
+            return None
+        return per_bin_rel * t.yields, None if shape_rel is None else shape_rel * t.yields
+
+    # -- generated points with the generator uncertainty -------------------------------------------------------
+    if spread is not None:
+        results["generated_unc"] = {}
+        for syst in cfg.background_systematics:
+            k = _syst_key(syst)
+            per_seed = {}
+            for s in seeds:
+                rows = []
+                for n in sizes:
+                    t = generated_template(samples.generated[s][:n])
+                    rows.append(run.limit(f"generated_s{s}_n{n}_syst{k}_genunc", t, syst, generator=delta(t)))
+                per_seed[str(s)] = rows
+            results["generated_unc"][k] = {"per_seed": per_seed, "median": [
+                _median_bands([per_seed[str(s)][i] for s in seeds]) for i in range(len(sizes))]}
+        say(f"limits with generator uncertainty done ({run.n_limits} limits)")
+
+    # -- spurious signal against the truth test part -----------------------------------------------------------
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5B51]))
+    boots = [make_template(ts[test_rows], tw[test_rows] * rng.poisson(1.0, len(test_rows))
+                           * (tw.sum() / tw[test_rows].sum()), edges).yields for _ in range(cfg.spurious_bootstraps)]
+
+    def observed_ws(name: str) -> dict:
+        ws = run.workspaces[name]
+        return {**ws, "observations": [{"name": "SR", "data": t_test.yields.tolist()}]}
+
+    def truth_spread(name: str) -> float:
+        ws = observed_ws(name)
+        return float(np.std([fit_signal_strength(ws, data=b, interval=False).mu_hat for b in boots], ddof=1))
+
+    def spurious_row(name: str, expected: dict, truth_sigma: float) -> dict:
+        ws = observed_ws(name)
+        fit = fit_signal_strength(ws)
+        sigma = math.hypot(fit.error, truth_sigma)
+        return {**fit.to_dict(), "truth_error": truth_sigma, "sigma": sigma, "z": fit.mu_hat / sigma,
+                "pass": bool(abs(fit.mu_hat) <= cfg.spurious_max_sigma * sigma),
+                "observed_limit": observed_limit(ws, fit=fit), "expected_limit": expected["0"]}
+
+    spurious: dict = {"max_sigma": cfg.spurious_max_sigma, "bootstraps": cfg.spurious_bootstraps,
+                      "simulated": {}, "generated": {}, "generated_unc": {}}
+    stored = {}
+    for syst in cfg.background_systematics:
+        k = _syst_key(syst)
+        name = f"simulated_syst{k}"
+        spurious["simulated"][k] = spurious_row(name, results["simulated"][k], truth_spread(name))
+        stored[f"spurious_{name}"] = observed_ws(name)
+        for key, suffix in (("generated", ""), ("generated_unc", "_genunc")):
+            if key not in results:
+                continue
+            spurious[key][k] = {}
+            for s in seeds:
+                top = f"generated_s{s}_n{sizes[-1]}_syst{k}{suffix}"
+                sigma_t = truth_spread(top)  # the largest N leans most on the data: a conservative spread
+                spurious[key][k][str(s)] = [
+                    spurious_row(f"generated_s{s}_n{n}_syst{k}{suffix}", results[key][k]["per_seed"][str(s)][i],
+                                 sigma_t) for i, n in enumerate(sizes)]
+                stored[f"spurious_{top}"] = observed_ws(top)
+        say(f"syst {k}: spurious-signal fits done")
+    for key in ("generated", "generated_unc"):
+        rows = [r for k in spurious[key] for s in spurious[key][k] for r in spurious[key][k][s]]
+        spurious[f"{key}_all_pass"] = bool(rows) and all(r["pass"] for r in rows)
+        spurious[f"{key}_max_abs_z"] = max((abs(r["z"]) for r in rows), default=float("nan"))
+    results["spurious"] = spurious
+    run.workspaces.update(stored)
+
+    # -- template fidelity and amplification -------------------------------------------------------------------
+    sim = make_template(samples.background_scores, samples.background_weights, edges)
+    fidelity = {"simulated": _chi2(sim, t_test)}
+    for s in seeds:
+        fidelity[f"s{s}"] = _chi2(largest[s], t_test)
+        if spread is not None:
+            fidelity[f"s{s}_with_uncertainty"] = _chi2(largest[s], t_test,
+                                                         np.asarray(results["generator_uncertainty"]["relative"])
+                                                         * largest[s].yields)
+    for name, t in reps.items():
+        fidelity[name] = _chi2(t, t_test)
+    results["template_fidelity"] = fidelity
+    amp = {"n_train": samples.n_train, "simulated": amplification(sim, t_test, Y),
+           "per_seed": {str(s): [amplification(generated_template(samples.generated[s][:n]), t_test, Y)
+                                 for n in sizes] for s in seeds}}
+    amp["median"] = [float(np.median([amp["per_seed"][str(s)][i]["equivalent_events"] for s in seeds]))
+                     for i in range(len(sizes))]
+    results["amplification"] = amp
+    results["independent_test_seconds"] = time.perf_counter() - t0

@@ -38,3 +38,19 @@ def split_sample(columns: dict[str, np.ndarray], fractions: PartitionConfig, see
             part["weight"] = part["weight"] * (total / sumw)
         parts[name] = part
     return parts
+
+
+def bootstrap_rows(n: int, seed: int) -> np.ndarray:
+    """Row indices of a bootstrap resample (``n`` draws with replacement) of ``n`` events, seeded by ``seed``:
+    the training set of a generator replica."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB007]))
+    return np.sort(rng.integers(0, n, n))
+
+
+def split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of ``n`` rows into two disjoint sorted index sets, the first holding ``fraction`` of them
+    (the truth sample's calibration and test halves)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7E57]))
+    perm = rng.permutation(n)
+    k = int(round(fraction * n))
+    return np.sort(perm[:k]), np.sort(perm[k:])

@@ -19,7 +19,7 @@ from typing import Any
 
 # (key, label) of the generator comparison table; keys of EvaluateFlow's summary and training sections
 GENERATOR_COLUMNS = [
-    ("c2st_auc", "C2ST AUC"), ("c2st_auc_mc", "C2ST AUC, MC ref."),
+    ("c2st_auc", "quick C2ST AUC"), ("c2st_auc_mc", "quick C2ST AUC, MC ref."),
     ("wasserstein_generated", "mean W1"), ("wasserstein_mc_reference", "mean W1, MC ref."),
     ("ks_statistic_generated", "mean KS"), ("ks_statistic_mc_reference", "mean KS, MC ref."),
     ("chi2_ndf_generated", "mean chi2/ndf"), ("chi2_ndf_mc_reference", "mean chi2/ndf, MC ref."),
@@ -145,3 +145,79 @@ class ReportBuilder:
         out = directory / "report.html"
         out.write_text(page)
         return out
+
+
+# -- the honest answer -----------------------------------------------------------------------------------------
+
+
+def _row_at(limits: dict, key: str, syst: str, index: int) -> dict | None:
+    """Spurious-signal row of the first analysis seed at size index ``index`` (None if absent)."""
+    per = limits.get("spurious", {}).get(key, {}).get(syst)
+    if not per:
+        return None
+    return per[next(iter(per))][index]
+
+
+def answer_rows(limits: dict) -> list[dict]:
+    """One row per template of the independent test, for the first systematic size: the simulated template and
+    the generated one (first analysis seed) at the smallest, a middle and the largest size, each without and
+    with the generator uncertainty: expected limit, spurious signal mu_hat +- sigma against the truth sample,
+    mu_hat / sigma, observed limit, pass, amplification (equivalent simulated events / training events)."""
+    syst = next(iter(limits["simulated"]))
+    sizes = limits["sizes"]
+    amp = limits.get("amplification", {})
+    n_train = max(amp.get("n_train", 0), 1)
+    rows = []
+    sim = limits.get("spurious", {}).get("simulated", {}).get(syst)
+    if sim is not None:
+        rows.append({"template": f"simulated ({limits['simulated_events']:,} events)", "events":
+                     limits["simulated_events"], **sim,
+                     "amplification": amp.get("simulated", {}).get("equivalent_events", float("nan")) / n_train})
+    for i in sorted({0, len(sizes) // 2, len(sizes) - 1}):
+        for key, label in (("generated", "generated"), ("generated_unc", "generated + generator unc.")):
+            r = _row_at(limits, key, syst, i)
+            if r is None:
+                continue
+            eq = amp.get("per_seed", {})
+            eq = eq[next(iter(eq))][i]["equivalent_events"] / n_train if eq else float("nan")
+            rows.append({"template": f"{label} ({sizes[i]:,} events)", "events": sizes[i], **r,
+                         "amplification": eq})
+    return rows
+
+
+def verdict(limits: dict) -> str:
+    """One sentence: can generated background replace simulated background in this analysis, and at what size?
+    Decided by the spurious-signal test against the truth sample (every size, seed and systematic), then by the
+    expected limit against the simulated template's."""
+    sp = limits.get("spurious")
+    if not sp:
+        return "No independent truth sample was available, so this run cannot say whether generated background " \
+               "can replace simulated background."
+    syst = next(iter(limits["simulated"]))
+    sim_limit = limits["simulated"][syst]["0"]
+    sizes = limits["sizes"]
+
+    def better_from(key: str) -> int | None:
+        med = [r["0"] for r in limits[key][syst]["median"]]
+        return next((sizes[i] for i, v in enumerate(med) if v < sim_limit), None)
+
+    m = sp["max_sigma"]
+    if sp.get("generated_all_pass"):
+        n = better_from("generated")
+        return (f"Yes: the generated templates pass the spurious-signal test against independent simulation at every "
+                f"size (|mu_hat| <= {m:g} sigma, largest |mu_hat|/sigma {sp['generated_max_abs_z']:.2f}) even "
+                "without a generator uncertainty" + (f", and from {n:,} generated events on they give a stronger "
+                                                     f"expected limit than the simulated template ({sim_limit:.3g})."
+                                                     if n else ", but at no size a stronger expected limit than "
+                                                     f"the simulated template ({sim_limit:.3g})."))
+    if sp.get("generated_unc_all_pass"):
+        n = better_from("generated_unc")
+        return (f"Only with the generator uncertainty in the model: without it the generated templates fake a signal "
+                f"(|mu_hat|/sigma up to {sp['generated_max_abs_z']:.1f} against independent simulation); with it "
+                f"every size passes (|mu_hat|/sigma <= {sp['generated_unc_max_abs_z']:.2f})"
+                + (f", and from {n:,} generated events on the expected limit is stronger than with the simulated "
+                   f"template ({sim_limit:.3g})." if n else f", but the expected limit is then never stronger than "
+                   f"with the simulated template ({sim_limit:.3g}): here generated background buys no sensitivity."))
+    worst = sp.get("generated_unc_max_abs_z", sp.get("generated_max_abs_z"))
+    return (f"No: even with the generator uncertainty in the model, the generated templates fake a signal against "
+            f"independent simulation (|mu_hat|/sigma up to {worst:.1f}); use the simulated template.")

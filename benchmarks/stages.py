@@ -15,7 +15,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from analysis.config import AnalysisConfig
+from analysis.config import AnalysisConfig, load_config
 from analysis.generator.nanoaod import generate_batch, to_nanoaod, write_nanoaod_file
 from analysis.readers import required_nanoaod_branches
 from analysis.skim import skim_nanoaod
@@ -164,7 +164,35 @@ def bench_end_to_end(config: str, workdir: Path, store: Path | None = None) -> d
         raise RuntimeError(f"RunAnalysis failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"config": config, "wall_seconds": wall, "peak_rss_gib": peak_kb / 2**20,
-            "store": str(store) if store else None}
+            "store": str(store) if store else None,
+            "independent_test": independent_test_costs(Path(env["HEPFLOWS_STORE"]), config, "bench")}
+
+
+def independent_test_costs(store: Path, config: str, version: str) -> dict:
+    """What the independent test costs inside one RunAnalysis, read from its outputs: the truth sample
+    (generation and skim, from the modification times of its files: last skimmed file minus first generated file
+    plus one median interval between generated files), the bootstrap replicas (their training seconds, from
+    their metrics), the high-power fidelity test and the spurious-signal part of the limit scan (their own
+    timers)."""
+    import json
+
+    name = load_config(config).name
+    gen = sorted((store / "GenerateEvents" / name / version).glob("*_truth_*.root"), key=lambda p: p.stat().st_mtime)
+    skim = sorted((store / "Skim" / name / version).glob("*_truth_*.root"), key=lambda p: p.stat().st_mtime)
+    truth_s = None
+    if gen and skim:
+        times = [p.stat().st_mtime for p in gen]
+        gap = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+        truth_s = skim[-1].stat().st_mtime - times[0] + gap
+    replicas = [json.loads(p.read_text()) for p in (store / "TrainFlow" / name / version).glob("*_boot*/metrics.json")]
+    fid = store / "FidelityTest" / name / version / "fidelity.json"
+    lim = store / "LimitScan" / name / version / "limits.json"
+    limits = json.loads(lim.read_text()) if lim.is_file() else {}
+    return {"truth_generation_and_skim_seconds": truth_s, "truth_files": len(gen),
+            "replicas": len(replicas), "replica_training_seconds": sum(m["train_seconds"] for m in replicas),
+            "fidelity_test_seconds": json.loads(fid.read_text())["seconds"] if fid.is_file() else None,
+            "limit_scan_independent_test_seconds": limits.get("independent_test_seconds"),
+            "limit_scan_limits": limits.get("timing", {}).get("limits")}
 
 
 def _flow_training_data(cfg: AnalysisConfig, workdir: Path, n_events: int):

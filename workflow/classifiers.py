@@ -12,7 +12,7 @@ from analysis.ntuple import feature_matrix, read_ntuples
 from models.classifiers import CLASSIFIER_FILES, load_classifier, permutation_importance, save_classifier, \
     train_classifier
 from workflow.base import AnalysisTask, AnalysisWorkflow
-from workflow.flows import PartitionEvents, SampleFlow
+from workflow.flows import PartitionEvents, SampleFlow, TruthSample
 
 
 def labelled_events(partition: PartitionEvents, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -115,27 +115,35 @@ class CompareClassifiers(AnalysisTask):
 
 class ScoreEvents(AnalysisWorkflow):
     """Score, with each trained classifier (one branch each), the simulated signal and background of the
-    reference partition and the generated background of every analysis seed of the default flow
-    (``limits.generated_sizes.max`` events each). Output: ``<classifier>/scores.npz`` with
-    ``signal_score``, ``signal_weight``, ``background_score``, ``background_weight``, ``generated_<seed>``."""
+    reference partition, the truth sample (:class:`workflow.flows.TruthSample`), the generated background of
+    every analysis seed of the default flow (``limits.generated_sizes.max`` events each) and of every bootstrap
+    replica (``flows.replicas.n_events`` each). Output: ``<classifier>/scores.npz`` with ``signal_score``,
+    ``signal_weight``, ``background_score``, ``background_weight``, ``truth_score``, ``truth_weight``,
+    ``generated_<seed>`` and ``replica_<seed>``; ``truth_source`` says what the truth sample is."""
 
     def create_branch_map(self):
         return TrainClassifier.req(self).create_branch_map()
 
     def _samples(self):
         cfg = self.analysis_config
-        return {s: SampleFlow.req(self, branch=-1, flow_model=cfg.flows.default, flow_seed=s,
-                                  n_events=cfg.limits.generated_sizes.max) for s in cfg.flows.analysis_seeds}
+        out = {f"generated_{s}": SampleFlow.req(self, branch=-1, flow_model=cfg.flows.default, flow_seed=s,
+                                                n_events=cfg.limits.generated_sizes.max)
+               for s in cfg.flows.analysis_seeds}
+        out.update({f"replica_{s}": SampleFlow.req(self, branch=-1, flow_model=cfg.flows.default, flow_seed=s,
+                                                   n_events=cfg.flows.replicas.n_events)
+                    for s in cfg.flows.replicas.seeds})
+        return out
 
     def workflow_requires(self):
         reqs = super().workflow_requires()
         reqs["classifiers"] = TrainClassifier.req(self)
+        reqs["truth"] = TruthSample.req(self)
         reqs["generated"] = self._samples()
         return reqs
 
     def requires(self):
         return {"classifier": TrainClassifier.req(self, branch=self.branch), "partition": PartitionEvents.req(self),
-                "generated": self._samples()}
+                "truth": TruthSample.req(self), "generated": self._samples()}
 
     def output(self):
         return self.local_target(self.branch_data, "scores.npz")
@@ -146,17 +154,20 @@ class ScoreEvents(AnalysisWorkflow):
         clf = load_classifier(inputs["classifier"][CLASSIFIER_FILES[kind]].path)
         part = self.requires()["partition"]
         arrays = {}
-        for label, name in ((1, "signal"), (0, "background")):
-            cols = read_ntuples(part.files("reference", label))
+        truth_files, truth_source = self.requires()["truth"].files()
+        for name, files in (("signal", part.files("reference", 1)), ("background", part.files("reference", 0)),
+                            ("truth", truth_files)):
+            cols = read_ntuples(files)
             arrays[f"{name}_score"] = clf.score(feature_matrix(cols))
             arrays[f"{name}_weight"] = cols["weight"]
-        for seed, coll in inputs["generated"].items():
+        arrays["truth_source"] = np.asarray(truth_source)
+        for key, coll in inputs["generated"].items():
             chunks = []
             targets = list(coll["collection"].targets.values())
             for i, target in enumerate(targets):
                 chunks.append(clf.score(feature_matrix(read_ntuples([target.path]))))
-                self.publish_message(f"{kind}: generated seed {seed}, chunk {i + 1}/{len(targets)}")
-            arrays[f"generated_{seed}"] = np.concatenate(chunks)
+                self.publish_message(f"{kind}: {key}, chunk {i + 1}/{len(targets)}")
+            arrays[key] = np.concatenate(chunks)
         with atomic_path(self.output().path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)

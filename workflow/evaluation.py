@@ -4,15 +4,21 @@ comparison table of all generators."""
 from __future__ import annotations
 
 import html
+import time
+
+import luigi
 
 from analysis.features import FEATURES
+from analysis.fidelity import c2st_learning_curve, fidelity_matrix, group_aucs, plot_learning_curves, plot_validity, \
+    validity_comparison
 from analysis.io import atomic_path, write_json
 from analysis.metrics import evaluate, summarise
-from analysis.ntuple import feature_matrix, read_ntuples
+from analysis.ntuple import OPTIONAL_COLUMNS, feature_matrix, read_ntuples
+from analysis.partition import split_rows
 from analysis.plotting import plot_c2st, plot_correlations, plot_overlays_with_ratio
 from analysis.report import generator_rows, generator_table_html, generator_table_markdown, html_page
 from workflow.base import AnalysisTask, AnalysisWorkflow
-from workflow.flows import PartitionEvents, SampleFlow, TrainFlow
+from workflow.flows import PartitionEvents, SampleFlow, TrainFlow, TruthSample, flow_tag
 
 
 class EvaluateFlow(AnalysisWorkflow):
@@ -23,7 +29,8 @@ class EvaluateFlow(AnalysisWorkflow):
     """
 
     def create_branch_map(self):
-        return TrainFlow.req(self).create_branch_map()
+        # the trained generators less the bootstrap replicas (they come last, so branch numbers match TrainFlow's)
+        return {b: d for b, d in TrainFlow.req(self).create_branch_map().items() if not d["bootstrap"]}
 
     def _sample(self):
         d = self.branch_data
@@ -43,7 +50,7 @@ class EvaluateFlow(AnalysisWorkflow):
         return reqs
 
     def output(self):
-        d = f"{self.branch_data['model']}_s{self.branch_data['seed']}"
+        d = flow_tag(self.branch_data)
         return {name: self.local_target(d, name) for name in
                 ("metrics.json", "features.png", "features.pdf", "correlations.png", "correlations.pdf",
                  "c2st.png", "c2st.pdf")}
@@ -108,3 +115,86 @@ class CompareGenerators(AnalysisTask):
                                      f"</h1><p>{intro}</p>{generator_table_html(rows)}"))
         self.publish_message(f"best generator: {best['model']} (seed {best['seed']}), C2ST AUC "
                              f"{best['c2st_auc']:.3f}")
+
+
+class FidelityTest(AnalysisTask):
+    """The generator against simulation it never saw, with tests that have the power to fail: for every analysis
+    seed of the default flow, a learning curve of the classifier two-sample test (tuned gradient boosting, AUC
+    with bootstrap intervals at ``fidelity.train_sizes`` events per class on a fixed test set, an MLP as a second
+    opinion at the largest size for the first seed), the AUC per feature group, and the physical-validity rates,
+    all against the test part of the truth sample (:class:`workflow.flows.TruthSample`); and the same learning
+    curve for simulated against simulated (the calibration part against the test part of the truth sample),
+    which a perfect generator would match. See :mod:`analysis.fidelity`.
+
+    Outputs: ``fidelity.json``, ``learning_curve.png``/``.pdf``, ``validity.png``/``.pdf``.
+    """
+
+    threads = luigi.IntParameter(default=0, significant=False, description="threads of the classifier fits "
+                                 "(0: all cores)")
+
+    def _samples(self):
+        cfg = self.analysis_config
+        return {s: SampleFlow.req(self, branch=-1, flow_model=cfg.flows.default, flow_seed=s,
+                                  n_events=cfg.limits.generated_sizes.max) for s in cfg.flows.analysis_seeds}
+
+    def requires(self):
+        return {"truth": TruthSample.req(self), "generated": self._samples()}
+
+    def output(self):
+        return {name: self.local_target(name) for name in
+                ("fidelity.json", "learning_curve.png", "learning_curve.pdf", "validity.png", "validity.pdf")}
+
+    def run(self):
+        cfg = self.analysis_config
+        fc = cfg.fidelity
+        threads = self.threads or None
+        t0 = time.perf_counter()
+        files, source = self.requires()["truth"].files()
+        truth = read_ntuples(files, optional=OPTIONAL_COLUMNS)
+        cal_rows, test_rows = split_rows(len(truth["weight"]), cfg.truth.calibration_fraction, cfg.seed)
+        need = fc.train_sizes[-1] + fc.test_size
+        t_test = {k: v[test_rows] for k, v in truth.items()}
+        t_cal = {k: v[cal_rows] for k, v in truth.items()}
+        x_test, _ = fidelity_matrix(t_test)
+        x_cal, _ = fidelity_matrix(t_cal)
+        test_size = min(fc.test_size, len(x_test) // 3, len(x_cal) // 3)
+        result = {"truth_source": source, "truth_test_events": int(len(x_test)), "requested_events": need,
+                  "generated": {}, "simulated_vs_simulated": None}
+        curves = {}
+        self.publish_message(f"C2ST learning curve: simulated vs simulated ({source})")
+        mc = c2st_learning_curve(x_cal, x_test, fc.train_sizes, test_size, seed=cfg.seed, threads=threads)
+        mc.pop("_scores")
+        result["simulated_vs_simulated"] = mc
+        curves["simulated vs simulated"] = mc
+        wps = cfg.btag_feature_thresholds
+        for i, (s, coll) in enumerate(self.input()["generated"].items()):
+            paths = [t.path for t in coll["collection"].targets.values()]
+            gen = read_ntuples(paths, optional=OPTIONAL_COLUMNS)
+            n_use = min(len(gen["weight"]), 2 * need)
+            gen = {k: v[:n_use] for k, v in gen.items()}
+            x_gen, _ = fidelity_matrix(gen)
+            self.publish_message(f"C2ST learning curve: generated (seed {s}) vs simulated")
+            curve = c2st_learning_curve(x_test, x_gen, fc.train_sizes, test_size, seed=cfg.seed, threads=threads)
+            curve.pop("_scores")
+            row = {"c2st": curve, "validity": validity_comparison(t_test, gen, btag_working_points=wps)}
+            if i == 0:
+                size = min(fc.group_size, len(x_test) - test_size, len(x_gen) - test_size)
+                row["groups"] = group_aucs(t_test, gen, size, test_size, seed=cfg.seed, threads=threads)
+                if fc.mlp:
+                    self.publish_message(f"C2ST second opinion (MLP): generated (seed {s}) vs simulated")
+                    mlp = c2st_learning_curve(x_test, x_gen, fc.train_sizes[-2:], test_size, seed=cfg.seed,
+                                              classifier="mlp", threads=threads)
+                    mlp.pop("_scores")
+                    row["c2st_mlp"] = mlp
+                    curves[f"generated, seed {s} (MLP)"] = mlp
+            result["generated"][str(s)] = row
+            curves[f"generated, seed {s}"] = curve
+            self.publish_message(f"seed {s}: C2ST AUC {curve['auc'][-1]:.3f} at {curve['sizes'][-1]:,} per class "
+                                 f"(simulated vs simulated {mc['auc'][-1]:.3f})")
+        result["seconds"] = time.perf_counter() - t0
+        out = self.output()
+        write_json(out["fidelity.json"].path, result)
+        title = f"{cfg.name}: {cfg.flows.default} against {source}"
+        plot_learning_curves(curves, out["learning_curve.png"].path, title=title)
+        first = next(iter(result["generated"].values()))
+        plot_validity(first["validity"], out["validity.png"].path, title=title)

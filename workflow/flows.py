@@ -12,7 +12,7 @@ import numpy as np
 from analysis.config import PARTITIONS
 from analysis.io import InputError, write_json
 from analysis.ntuple import OPTIONAL_COLUMNS, read_ntuples, write_ntuple
-from analysis.partition import split_sample
+from analysis.partition import bootstrap_rows, split_sample
 from analysis.plotting import plot_features, plot_training_history
 from models.fit import fit_generator, generator_columns, write_generated
 from models.flows import hyperparameters
@@ -20,6 +20,7 @@ from models.io import load_generator, save_generator
 from models.training import NonFiniteLossError, TrainSettings
 from workflow.base import AnalysisTask, AnalysisWorkflow
 from workflow.skim import Skim, SkimSummary
+from analysis.skim import merge_cutflows
 
 
 class PartitionEvents(AnalysisTask):
@@ -66,6 +67,11 @@ class PartitionEvents(AnalysisTask):
         report = self.output()["partition"].load(formatter="json")
         return sum(s["expected_yield"] for s in report["samples"].values() if s["label"] == 0)
 
+    def background_size(self, partition: str) -> int:
+        """Selected background events (label 0) in ``partition``, from ``partition.json``."""
+        report = self.output()["partition"].load(formatter="json")
+        return sum(s["sizes"][partition] for s in report["samples"].values() if s["label"] == 0)
+
     def background_files(self, partition: str) -> list[str]:
         """Outputs of the background samples (label 0) for ``partition``."""
         return self.files(partition, label=0)
@@ -75,6 +81,54 @@ class PartitionEvents(AnalysisTask):
         cfg = self.analysis_config
         out = self.output()
         return [out[f"{s}_{partition}"].path for s, sc in cfg.samples.items() if sc.label == label]
+
+
+class TruthSample(AnalysisTask):
+    """The independent simulated background ("truth", :class:`analysis.config.TruthConfig`): the skimmed truth
+    samples of the embedded generator, never used to train, tune, early-stop or bin anything; where the
+    configuration has none (real NanoAOD, the HIGGS CSV), the reference partition's background, which also
+    sets the binning, so statements against it are weaker (the report says so).
+
+    Output ``truth.json``: the ntuple files, what they are (``source``), events generated and selected, and the
+    expected yield.
+    """
+
+    def requires(self):
+        return {"skim": Skim.req(self, truth=True), "partition": PartitionEvents.req(self)}
+
+    def output(self):
+        return self.local_target("truth.json")
+
+    def run(self):
+        cfg = self.analysis_config
+        by_sample = self.requires()["skim"].outputs_by_sample()
+        if cfg.truth_samples:
+            files = [t["ntuple"].path for s in cfg.truth_samples for t in by_sample[s]]
+            cutflow = merge_cutflows([t["cutflow"].load(formatter="json")["cutflow"]
+                                      for s in cfg.truth_samples for t in by_sample[s]])
+            source = "independent simulation"
+        else:
+            files, cutflow = self.requires()["partition"].background_files("reference"), {}
+            source = "reference partition"
+        cols = read_ntuples(files, columns=["weight"])
+        n = len(cols["weight"])
+        if n == 0:
+            raise InputError(f"truth sample ({source}): no selected events")
+        write_json(self.output().path, {"source": source, "files": files, "selected": n,
+                                        "expected_yield": float(cols["weight"].sum()), "cutflow": cutflow})
+        self.publish_message(f"truth sample ({source}): {n:,} selected events")
+
+    def files(self) -> tuple[list[str], str]:
+        """(ntuple files, source) of the truth sample."""
+        info = self.output().load(formatter="json")
+        return info["files"], info["source"]
+
+
+def flow_tag(branch_data: dict) -> str:
+    """Directory name of a trained generator: ``<model>_s<seed>``, or ``<model>_boot<seed>`` for a bootstrap
+    replica (trained on a resample of the train partition)."""
+    kind = "boot" if branch_data.get("bootstrap") else "s"
+    return f"{branch_data['model']}_{kind}{branch_data['seed']}"
 
 
 class FlowTask(AnalysisTask):
@@ -88,7 +142,11 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
     """Train the configured zoo models on simulated background; one branch per (model, seed): every model with
     each of ``flows.seeds``, and the default model also with each of ``flows.analysis_seeds``.
 
-    Outputs per branch under ``<model>_s<seed>/``: ``model.pt`` (weights, preprocessing, specification),
+    The bootstrap replicas of the default model (``flows.replicas``) are branches too: each trains on a resample,
+    with replacement, of the train partition (:func:`analysis.partition.bootstrap_rows`) with its own seed; their
+    spread is the generator uncertainty of the fit.
+
+    Outputs per branch under ``<model>_s<seed>/`` (replicas: ``<model>_boot<seed>/``): ``model.pt`` (weights, preprocessing, specification),
     ``metrics.json`` (history, NLLs against a multivariate Gaussian, rates), ``loss.png`` and ``marginals.png``
     (generated against reference events, all 28 features).
     """
@@ -97,7 +155,9 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
         flows = self.analysis_config.flows
         pairs = [(m, s) for m in flows.models for s in flows.seeds]
         pairs += [(flows.default, s) for s in flows.analysis_seeds if (flows.default, s) not in pairs]
-        return dict(enumerate({"model": m, "seed": s} for m, s in pairs))
+        branches = [{"model": m, "seed": s, "bootstrap": False} for m, s in pairs]
+        branches += [{"model": flows.default, "seed": s, "bootstrap": True} for s in flows.replicas.seeds]
+        return dict(enumerate(branches))
 
     def workflow_requires(self):
         reqs = super().workflow_requires()
@@ -108,7 +168,7 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
         return PartitionEvents.req(self)
 
     def _dir(self) -> str:
-        return f"{self.branch_data['model']}_s{self.branch_data['seed']}"
+        return flow_tag(self.branch_data)
 
     def output(self):
         d = self._dir()
@@ -133,6 +193,8 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
         t = cfg.flows.training
         if t.max_train_events:
             data["train"] = data["train"][:t.max_train_events]
+        if self.branch_data["bootstrap"]:
+            data["train"] = data["train"][bootstrap_rows(len(data["train"]), seed)]
         hyper = hyperparameters(name, cfg.flows.hyperparameters.get(name))
         options = {k: v for k, v in dataclasses.asdict(t).items() if k != "max_train_events"}
         settings = TrainSettings(**options, seed=seed, device=self.device, threads=self.threads)
@@ -157,11 +219,11 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
         m = fit.metrics
         out = self.output()
         save_generator(out["model.pt"].path, name, hyper, fit.model.state_dict(), fit.preprocessor,
-                       {"seed": seed, "config": cfg.name, "partition_sizes": m["partition_sizes"],
+                       {"seed": seed, "bootstrap": self.branch_data["bootstrap"], "config": cfg.name, "partition_sizes": m["partition_sizes"],
                         "test_nll": m["nll"]["test"], "gaussian_test_nll": m["nll"]["gaussian_test"],
                         "test_median_nll": m["nll"]["test_median"]})
         write_json(out["metrics.json"].path, m)
-        title = f"{cfg.name}: {name}, seed {seed}"
+        title = f"{cfg.name}: {name}, {'bootstrap replica' if self.branch_data['bootstrap'] else 'seed'} {seed}"
         plot_training_history(m["history"], out["loss.png"].path, title=title,
                               baseline=m["nll"]["gaussian_test_median"], test_nll=m["nll"]["test_median"])
         w = np.ones(len(data["reference"]))
@@ -197,7 +259,11 @@ class SampleFlow(FlowTask, AnalysisWorkflow):
         return self.n_events or self.analysis_config.flows.generation.n_events
 
     def store_parts(self):
-        return super().store_parts() + (f"{self.model_name}_s{self.model_seed}", f"n{self.total_events}")
+        return super().store_parts() + (flow_tag(self._flow_branch_data()), f"n{self.total_events}")
+
+    def _flow_branch_data(self) -> dict:
+        bmap = TrainFlow.req(self).get_branch_map()
+        return bmap[TrainFlow.branch_of(bmap, self.model_name, self.model_seed)]
 
     def create_branch_map(self):
         n, per = self.total_events, self.analysis_config.flows.generation.events_per_chunk

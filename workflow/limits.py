@@ -8,7 +8,8 @@ import json
 import numpy as np
 
 from analysis.io import InputError, atomic_directory, write_json
-from analysis.limit_plots import plot_closure, plot_difference, plot_limit_scan, plot_luminosity, plot_templates
+from analysis.limit_plots import plot_amplification, plot_closure, plot_difference, plot_limit_scan, \
+    plot_luminosity, plot_pulls, plot_spurious, plot_templates, plot_truth_templates
 from analysis.limits import ScoredSamples, run_scan
 from analysis.statistics import StatisticsError
 from analysis.templates import TemplateError
@@ -16,7 +17,9 @@ from workflow.base import AnalysisTask
 from workflow.classifiers import ScoreEvents
 from workflow.flows import PartitionEvents
 
-PLOTS = ("templates", "limit_scan", "difference", "luminosity", "closure")
+PLOTS = {"templates": plot_templates, "limit_scan": plot_limit_scan, "difference": plot_difference,
+         "luminosity": plot_luminosity, "closure": plot_closure, "truth_templates": plot_truth_templates,
+         "spurious": plot_spurious, "pulls": plot_pulls, "amplification": plot_amplification}
 
 
 class LimitScan(AnalysisTask):
@@ -51,9 +54,17 @@ class LimitScan(AnalysisTask):
             missing = [f"generated_{s}" for s in cfg.flows.analysis_seeds if f"generated_{s}" not in z.files]
             if missing:
                 raise InputError(f"{inputs['scores'].path}: no scores for {missing}; rerun ScoreEvents")
-            samples = ScoredSamples(z["signal_score"], z["signal_weight"], z["background_score"],
-                                    z["background_weight"], {s: z[f"generated_{s}"] for s in cfg.flows.analysis_seeds},
-                                    expected, cfg.luminosity_fb)
+            missing = [f"replica_{s}" for s in cfg.flows.replicas.seeds if f"replica_{s}" not in z.files]
+            missing += [k for k in ("truth_score", "truth_weight") if k not in z.files]
+            if missing:
+                raise InputError(f"{inputs['scores'].path}: no scores for {missing}; rerun ScoreEvents")
+            samples = ScoredSamples(
+                z["signal_score"], z["signal_weight"], z["background_score"], z["background_weight"],
+                {s: z[f"generated_{s}"] for s in cfg.flows.analysis_seeds}, expected, cfg.luminosity_fb,
+                truth_scores=z["truth_score"], truth_weights=z["truth_weight"], truth_source=str(z["truth_source"]),
+                replicas={s: z[f"replica_{s}"] for s in cfg.flows.replicas.seeds},
+                n_train=self.requires()["partition"].background_size("train"),
+                calibration_fraction=cfg.truth.calibration_fraction)
         try:
             results, workspaces = run_scan(samples, cfg.limits, cfg.seed, progress=self.publish_message)
         except (StatisticsError, TemplateError) as e:
@@ -66,8 +77,7 @@ class LimitScan(AnalysisTask):
                     json.dump(ws, f)
         write_json(out["limits"].path, results)
         title = f"{cfg.name}: {cfg.limits.classifier} score"
-        for name, fn in zip(PLOTS, (plot_templates, plot_limit_scan, plot_difference, plot_luminosity,
-                                    plot_closure)):
+        for name, fn in PLOTS.items():
             fn(results, out[name].path, title=title)
         t = results["timing"]
         self.publish_message(f"{t['limits']} limits in {t['seconds']:.1f} s ({t['ms_per_limit']:.0f} ms each)")

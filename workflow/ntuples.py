@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import law
+import luigi
+
 from analysis.generator.nanoaod import write_nanoaod_file
 from workflow.base import AnalysisWorkflow
 
@@ -9,15 +12,24 @@ from workflow.base import AnalysisWorkflow
 class GenerateEvents(AnalysisWorkflow):
     """Generate the ``generator`` samples of the configuration as NanoAOD ROOT files.
 
-    Branches: one per (sample, file index). Output: ``<sample>_<index>.root`` with TTrees ``Events`` and
+    Branches: one per (sample, file index); with ``--truth`` those of the truth samples instead
+    (:attr:`analysis.config.AnalysisConfig.truth_samples`; independent seeds: the sample name enters each file's
+    seed). Output: ``<sample>_<index>.root`` with TTrees ``Events`` and
     ``Runs``. Configurations without generator samples (e.g. ``higgs_uci``) have no branches.
     """
 
+    truth = luigi.BoolParameter(default=False, description="generate the truth samples (independent simulated "
+                                "background) instead of the configured ones; default: false")
+
     def create_branch_map(self):
         cfg = self.analysis_config
+        samples = cfg.truth_samples if self.truth else cfg.samples
         branches = [{"sample": name, "index": i}
-                    for name, s in cfg.samples.items() if s.source == "generator" for i in range(s.n_files)]
+                    for name, s in samples.items() if s.source == "generator" for i in range(s.n_files)]
         return dict(enumerate(branches))
+
+    def htcondor_output_directory(self):
+        return law.LocalDirectoryTarget(self.local_path("htcondor", "truth" if self.truth else "samples"))
 
     def output(self):
         return self.local_target(f"{self.branch_data['sample']}_{self.branch_data['index']}.root")

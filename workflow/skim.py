@@ -5,6 +5,8 @@ from __future__ import annotations
 import glob
 import math
 
+import law
+import luigi
 import numpy as np
 
 from analysis.io import InputError, write_json
@@ -29,13 +31,16 @@ class Skim(AnalysisWorkflow):
     """Object and event selection and the 28 HIGGS features (see :mod:`analysis.skim`).
 
     Branches: one per generated file, per real NanoAOD file, or per chunk of ``events_per_file`` rows of a
-    HIGGS CSV. Outputs per branch: the flat ntuple ``<sample>_<index>.root`` and ``cutflow_<sample>_<index>.json``.
+    HIGGS CSV; with ``--truth``, one per file of the truth samples instead. Outputs per branch: the flat ntuple ``<sample>_<index>.root`` and ``cutflow_<sample>_<index>.json``.
     """
+
+    truth = luigi.BoolParameter(default=False, description="skim the truth samples (independent simulated "
+                                "background) instead of the configured ones; default: false")
 
     def create_branch_map(self):
         cfg = self.analysis_config
         branches = []
-        for name, s in cfg.samples.items():
+        for name, s in (cfg.truth_samples if self.truth else cfg.samples).items():
             if s.source == "generator":
                 branches += [{"sample": name, "index": i, "source": s.source} for i in range(s.n_files)]
             elif s.source == "nanoaod":
@@ -50,6 +55,9 @@ class Skim(AnalysisWorkflow):
                              for i in range(chunks)]
         return dict(enumerate(branches))
 
+    def htcondor_output_directory(self):
+        return law.LocalDirectoryTarget(self.local_path("htcondor", "truth" if self.truth else "samples"))
+
     def outputs_by_sample(self) -> dict[str, list[dict]]:
         """The workflow's branch outputs (``{"ntuple": ..., "cutflow": ...}``) grouped by sample."""
         branch_map = self.get_branch_map()
@@ -59,13 +67,14 @@ class Skim(AnalysisWorkflow):
         return grouped
 
     def _generator_branches(self, sample: str) -> list[int]:
-        gen = GenerateEvents.req(self)
+        gen = GenerateEvents.req(self, truth=self.truth)
         return GenerateEvents.branches_of_sample(gen.get_branch_map(), sample)
 
     def workflow_requires(self):
         reqs = super().workflow_requires()
-        if any(s.source == "generator" for s in self.analysis_config.samples.values()):
-            reqs["events"] = GenerateEvents.req(self)
+        cfg = self.analysis_config
+        if any(s.source == "generator" for s in (cfg.truth_samples if self.truth else cfg.samples).values()):
+            reqs["events"] = GenerateEvents.req(self, truth=self.truth)
         return reqs
 
     def requires(self):
@@ -73,7 +82,7 @@ class Skim(AnalysisWorkflow):
         if data["source"] != "generator":
             return {}
         # all files of the sample: the normalisation needs the sum of generator weights over all of them
-        return {b: GenerateEvents.req(self, branch=b) for b in self._generator_branches(data["sample"])}
+        return {b: GenerateEvents.req(self, branch=b, truth=self.truth) for b in self._generator_branches(data["sample"])}
 
     def output(self):
         d = self.branch_data

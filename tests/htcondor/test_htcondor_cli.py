@@ -36,7 +36,7 @@ def condor_env(env, tmp_path):  # noqa: F811
 def chain_config(tmp_path_factory):
     d = tiny_config_dict(bkg_events=8000, sig_events=2000)
     d["name"] = "tinycondor"
-    d["flows"] = {"models": ["realnvp"], "default": "realnvp", "seeds": [2], "analysis_seeds": [2],
+    d["flows"] = {"models": ["realnvp"], "default": "realnvp", "seeds": [2], "analysis_seeds": [2], "replicas": {"n": 0},
                   "hyperparameters": {"realnvp": {"transforms": 2, "hidden_features": [32]}},
                   "training": {"epochs": 2, "patience": 2, "batch_size": 256}}
     path = tmp_path_factory.mktemp("condorcfg") / "tinycondor.yaml"

@@ -11,7 +11,7 @@ import pyhf
 import pytest
 import yaml
 
-from analysis.statistics import expected_limits
+from analysis.statistics import expected_limits, fit_signal_strength, pyhf_expected_limits
 from tests.conftest import tiny_config_dict
 from tests.workflow.test_law_cli import env, law, store  # noqa: F401  (fixture and helpers)
 
@@ -24,13 +24,16 @@ def analysis_config(env, tmp_path_factory):  # noqa: F811
     d = tiny_config_dict(bkg_events=24_000, sig_events=6000)
     d["name"] = "tinyana"
     d["flows"] = {"models": ["realnvp"], "default": "realnvp", "seeds": [1], "analysis_seeds": [1, 2],
+                  "replicas": {"n": 3, "n_events": 20_000},
                   "hyperparameters": {"realnvp": {"transforms": 4, "hidden_features": [64, 64]}},
                   "training": {"epochs": 4, "patience": 4, "batch_size": 256},
                   "generation": {"events_per_chunk": 15_000, "batch_size": 5000, "evaluation_events": 3000}}
     d["classifiers"] = {"bdt": {"max_iter": 60}, "nn": {"hidden_features": [64, 64], "epochs": 10, "batch_size": 128}}
     d["limits"] = {"n_bins": 10, "min_count": 10, "background_systematics": [0.0, 0.1],
                    "generated_sizes": {"min": 2000, "max": 20_000, "points": 4}, "luminosities_fb": [30.0, 300.0],
-                   "closure_splits": 8}
+                   "closure_splits": 8, "spurious_bootstraps": 5}
+    d["truth"] = {"factor": 4}
+    d["fidelity"] = {"train_sizes": [1000, 2000, 4000], "test_size": 2000, "group_size": 2000}
     path = tmp_path_factory.mktemp("anacfg") / "tinyana.yaml"
     path.write_text(yaml.safe_dump(d))
     return str(path)
@@ -45,7 +48,8 @@ def test_report_and_every_stage(env, analysis_config, ran):  # noqa: F811
     report = store(env, "RunAnalysis", "tinyana", "v1", "report", "report.html")
     assert f"hepflows report: {report}" in ran.stdout  # the run ends by printing the report's path
     text = report.read_text()
-    for heading in ("Can generated background replace", "Inputs and cutflow", "training and evaluation",
+    for heading in ("Can generated background replace", "The independent test", "Inputs and cutflow",
+                    "training and evaluation",
                     "classifiers", "Templates and statistical model", "Expected limits", "Closure", "Provenance"):
         assert heading in text
     for src in re.findall(r"src='(figures/[^']+)'", text):  # every figure the page shows is there
@@ -59,6 +63,7 @@ def test_report_and_every_stage(env, analysis_config, ran):  # noqa: F811
         assert set(list(m["importance"])[:3]) & {"m_bb", "m_wwbb", "m_wbb", "m_jjj", "m_jlv", "m_jj"}
     scores = np.load(store(env, "ScoreEvents", "tinyana", "v1", "bdt", "scores.npz"))
     assert len(scores["generated_1"]) == len(scores["generated_2"]) == 20_000
+    assert len(scores["replica_101"]) == 20_000 and str(scores["truth_source"]) == "independent simulation"
     assert scores["signal_score"].mean() > scores["background_score"].mean() + 0.3
 
 
@@ -107,3 +112,50 @@ def test_vanished_input_is_redone(env, analysis_config, ran):  # noqa: F811
     assert re.search(r"scores\.npz\)\n[\s│]*absent", status)
     law(env, "LimitScan", *RUN, "--config", analysis_config)
     assert scores.exists() and limits.stat().st_mtime > before
+
+
+def test_independent_test_against_truth(env, ran):  # noqa: F811
+    """The truth sample is independent and large, every workspace is fitted to it, the generator uncertainty
+    comes from the replicas with a measured calibration, and the stored workspaces agree with pyhf."""
+    truth = json.loads(store(env, "TruthSample", "tinyana", "v1", "truth.json").read_text())
+    part = json.loads(store(env, "PartitionEvents", "tinyana", "v1", "partition.json").read_text())
+    n_train = part["samples"]["background"]["sizes"]["train"]
+    assert truth["source"] == "independent simulation"
+    assert truth["selected"] > 3.5 * n_train  # factor 4 in this configuration
+    assert all("background_truth" in f for f in truth["files"])
+
+    res = json.loads(store(env, "LimitScan", "tinyana", "v1", "limits.json").read_text())
+    assert res["truth"]["test_events"] + res["truth"]["calibration_events"] == truth["selected"]
+    gu = res["generator_uncertainty"]
+    assert gu["replica_seeds"] == [101, 102, 103] and gu["inflation"] >= 1.0
+    assert 0.5 < gu["pulls"]["calibration_inflated"]["rms"] < 1.5  # the calibration brings the RMS to 1
+    sp = res["spurious"]
+    for k in ("0", "0.1"):
+        assert len(sp["generated"][k]["1"]) == len(res["sizes"]) == len(sp["generated_unc"][k]["2"])
+        for key in ("generated", "generated_unc"):
+            for rows in sp[key][k].values():
+                for r in rows:
+                    assert r["sigma"] >= r["error"] > 0 and r["observed_limit"] > 0
+                    assert r["pass"] == (abs(r["mu_hat"]) <= sp["max_sigma"] * r["sigma"])
+        # the generator uncertainty widens the interval of the largest generated template
+        assert sp["generated_unc"][k]["1"][-1]["error"] > sp["generated"][k]["1"][-1]["error"]
+    assert res["amplification"]["n_train"] == n_train
+    assert len(res["amplification"]["median"]) == len(res["sizes"])
+
+    ws_dir = store(env, "LimitScan", "tinyana", "v1", "workspaces")
+    ws = json.loads((ws_dir / f"generated_s1_n{res['sizes'][-1]}_syst0.1_genunc.json").read_text())
+    fast, ref = expected_limits(ws), pyhf_expected_limits(ws)  # the stored workspace itself, through pyhf
+    for b in ref:
+        assert fast[b] == pytest.approx(ref[b], rel=0.01), b
+    assert fast["0"] == pytest.approx(res["generated_unc"]["0.1"]["per_seed"]["1"][-1]["0"], rel=1e-6)
+    spur = json.loads((ws_dir / f"spurious_generated_s1_n{res['sizes'][-1]}_syst0.1.json").read_text())
+    assert spur["observations"][0]["data"] == pytest.approx(res["truth"]["test_template"]["yields"])
+    assert fit_signal_strength(spur).mu_hat == pytest.approx(sp["generated"]["0.1"]["1"][-1]["mu_hat"], abs=1e-4)
+
+    fid = json.loads(store(env, "FidelityTest", "tinyana", "v1", "fidelity.json").read_text())
+    mc = fid["simulated_vs_simulated"]
+    assert mc["sizes"] == [1000, 2000, 4000] and abs(mc["auc"][-1] - 0.5) < 0.05
+    for s in ("1", "2"):
+        assert fid["generated"][s]["c2st"]["auc"][-1] > 0.5 - 0.05
+        assert "jets_pt_ordered" in fid["generated"][s]["validity"]
+    assert set(fid["generated"]["1"]["groups"]) == {"masses", "relative azimuths", "low-level kinematics", "b tags"}

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 def flow_config(env, tmp_path_factory):  # noqa: F811
     d = tiny_config_dict(bkg_events=30_000, sig_events=3000)
     d["name"] = "tinyflow"
-    d["flows"] = {"models": ["realnvp", "made_mog"], "default": "realnvp", "seeds": [3], "analysis_seeds": [3],
+    d["flows"] = {"models": ["realnvp", "made_mog"], "default": "realnvp", "seeds": [3], "analysis_seeds": [3], "replicas": {"n": 0},
                   "hyperparameters": {"realnvp": {"transforms": 4, "hidden_features": [64, 64]},
                                       "made_mog": {"components": 4, "hidden_features": [64]}},
                   "training": {"epochs": 4, "patience": 4, "batch_size": 256},
