@@ -90,7 +90,7 @@ class RunAnalysis(AnalysisTask):
                  f"{t.get('test_events', 0):,} to test; never used to train, tune, stop or bin anything), with "
                  f"the {cfg.limits.classifier} score templates and a {float(syst):.0%} background systematic. "
                  "Spurious signal: every workspace fitted to the truth template as background-only pseudo-data; "
-                 f"it passes when |mu_hat| <= {cfg.limits.spurious_max_sigma:g} sigma (sigma: the fit's interval "
+                 f"it passes when |μ̂| &le; {cfg.limits.spurious_max_sigma:g} σ (σ: the fit's interval "
                  "with the truth sample's own statistical spread added)." + weak]
         gu = limits.get("generator_uncertainty")
         if gu is not None:

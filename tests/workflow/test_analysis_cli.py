@@ -79,8 +79,9 @@ def test_limits_workspaces_and_scan(env, ran):  # noqa: F811
         assert res["infinite"][k]["0"] < min(med[-1], res["simulated"][k]["0"])
         assert abs(res["closure"][k]["pull"]) < 4  # t-distributed with 7 degrees of freedom
     ws_dir = store(env, "LimitScan", "tinyana", "v1", "workspaces")
-    files = sorted(ws_dir.glob("*.json"))
-    assert len(files) == res["timing"]["limits"]
+    files = sorted(f for f in ws_dir.glob("*.json") if not f.name.startswith("spurious_"))
+    assert len(files) == res["timing"]["limits"]  # one workspace per limit, plus the spurious-signal ones
+    assert len(list(ws_dir.glob("spurious_*.json"))) == 2 * (1 + 2 * 2)  # per syst: simulated, 2 seeds x 2 kinds
     ws = json.loads((ws_dir / "simulated_syst0.1.json").read_text())
     pyhf.Workspace(ws)  # valid pyhf JSON
     assert expected_limits(ws)["0"] == pytest.approx(res["simulated"]["0.1"]["0"], rel=1e-6)
