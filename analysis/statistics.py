@@ -611,21 +611,31 @@ def _pyhf_model(workspace: Mapping[str, Any], poi_upper: float | None = None):
 
 
 def pyhf_expected_limits(workspace: Mapping[str, Any], level: float = 0.05) -> dict[str, float]:
-    """pyhf's own ``upper_limits.upper_limit`` (numpy backend, toms748 root finding) on the background-only
-    Asimov data of ``workspace``; the reference for :func:`expected_limits` (seconds per limit, not ms).
-
-    The search interval is [1/1000, 1] x 20 x the statistics-only estimate for mu, also as the POI bound (pyhf's default
-    [0, 10^4] makes its root finding start where the fits fail and return NaN)."""
-    upper = 20.0 * 1.96 * _scale_guess(ChannelModel.from_workspace(workspace))
-    pyhf, _, model, bounds = _pyhf_model(workspace, poi_upper=upper)
+    """pyhf's own expected CLs limits on the background-only Asimov data of ``workspace`` (numpy backend): for
+    each band the root of pyhf's expected CLs (``pyhf.infer.hypotest`` with q~_mu, its expected set) at
+    ``level``, by Brent's method in a window of [1/2, 2] x the :func:`expected_limits` value (only the window:
+    every CLs value is pyhf's; pyhf's ``upper_limit`` with its default POI bounds [0, 10^4] returned NaN on the
+    stored quickstart workspaces, and its own bracketing failed on narrow windows). The reference for
+    :func:`expected_limits` (seconds per limit, not ms)."""
+    fast = expected_limits(workspace, level)
+    pyhf, _, model, bounds = _pyhf_model(workspace, poi_upper=10.0 * fast["2"])
     pars = model.config.suggested_init()
     pars[model.config.poi_index] = 0.0
     data = model.expected_data(pars)
-    _, exp = pyhf.infer.intervals.upper_limits.toms748_scan(data, model, upper / 1000, upper, level=level,
-                                                              par_bounds=bounds, rtol=1e-8, atol=1e-10)
-    out = {str(n): float(v) for n, v in zip(BANDS, exp)}
-    if not all(math.isfinite(v) for v in out.values()):
-        raise StatisticsError(f"pyhf upper_limit returned {out} for {workspace['measurements'][0]['name']}")
+    cache: dict[float, np.ndarray] = {}
+
+    def expected_cls(mu: float) -> np.ndarray:
+        if mu not in cache:
+            _, exp = pyhf.infer.hypotest(mu, data, model, par_bounds=bounds, test_stat="qtilde",
+                                         return_expected_set=True)
+            cache[mu] = np.asarray(exp, dtype=float).ravel()
+        return cache[mu]
+
+    out = {}
+    for i, band in enumerate(BANDS):  # pyhf's expected set runs from band -2 (lowest limit) to +2
+        root = optimize.brentq(lambda mu: expected_cls(mu)[i] - level, 0.5 * fast[str(band)], 2.0 * fast[str(band)],
+                               xtol=1e-10, rtol=1e-7)
+        out[str(band)] = float(root)
     return out
 
 
@@ -662,8 +672,8 @@ def pyhf_signal_fit(workspace: Mapping[str, Any]) -> tuple[float, float, float]:
 def pyhf_observed_limit(workspace: Mapping[str, Any], level: float = 0.05) -> float:
     """pyhf's observed CLs upper limit (toms748) for the workspace's observations; the reference for
     :func:`observed_limit`."""
-    upper = 40.0 * 1.96 * _scale_guess(ChannelModel.from_workspace(workspace)) + 10.0
-    pyhf, ws, model, bounds = _pyhf_model(workspace, poi_upper=upper)
+    upper = 1.5 * observed_limit(workspace, level)
+    pyhf, ws, model, bounds = _pyhf_model(workspace, poi_upper=10.0 * upper)
     obs, _ = pyhf.infer.intervals.upper_limits.toms748_scan(ws.data(model), model, upper / 1000, upper, level=level,
                                                             par_bounds=bounds, rtol=1e-8, atol=1e-10)
     return float(obs)

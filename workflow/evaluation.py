@@ -11,7 +11,7 @@ import luigi
 from analysis.features import FEATURES
 from analysis.fidelity import c2st_learning_curve, fidelity_matrix, group_aucs, plot_learning_curves, plot_validity, \
     validity_comparison
-from analysis.io import atomic_path, write_json
+from analysis.io import InputError, atomic_path, write_json
 from analysis.metrics import evaluate, summarise
 from analysis.ntuple import OPTIONAL_COLUMNS, feature_matrix, read_ntuples
 from analysis.partition import split_rows
@@ -117,6 +117,18 @@ class CompareGenerators(AnalysisTask):
                              f"{best['c2st_auc']:.3f}")
 
 
+def _train_sizes(requested: tuple[int, ...], available: int) -> list[int]:
+    """The configured training sizes that the samples hold; where fewer than two remain (a small truth sample,
+    e.g. the reference partition of the HIGGS CSV), four sizes up to what is available (1/8, 1/4, 1/2, all)."""
+    sizes = [n for n in requested if n <= available]
+    if len(sizes) >= 2:
+        return sizes
+    if available < 16:
+        raise InputError(f"the truth sample leaves {available} training events per class; the two-sample test "
+                         "needs more")
+    return sorted({max(available // 8, 2), available // 4, available // 2, available})
+
+
 class FidelityTest(AnalysisTask):
     """The generator against simulation it never saw, with tests that have the power to fail: for every analysis
     seed of the default flow, a learning curve of the classifier two-sample test (tuned gradient boosting, AUC
@@ -158,11 +170,12 @@ class FidelityTest(AnalysisTask):
         x_test, _ = fidelity_matrix(t_test)
         x_cal, _ = fidelity_matrix(t_cal)
         test_size = min(fc.test_size, len(x_test) // 3, len(x_cal) // 3)
+        sizes = _train_sizes(fc.train_sizes, min(len(x_test), len(x_cal)) - test_size)
         result = {"truth_source": source, "truth_test_events": int(len(x_test)), "requested_events": need,
                   "generated": {}, "simulated_vs_simulated": None}
         curves = {}
         self.publish_message(f"C2ST learning curve: simulated vs simulated ({source})")
-        mc = c2st_learning_curve(x_cal, x_test, fc.train_sizes, test_size, seed=cfg.seed, threads=threads)
+        mc = c2st_learning_curve(x_cal, x_test, sizes, test_size, seed=cfg.seed, threads=threads)
         mc.pop("_scores")
         result["simulated_vs_simulated"] = mc
         curves["simulated vs simulated"] = mc
@@ -174,7 +187,7 @@ class FidelityTest(AnalysisTask):
             gen = {k: v[:n_use] for k, v in gen.items()}
             x_gen, _ = fidelity_matrix(gen)
             self.publish_message(f"C2ST learning curve: generated (seed {s}) vs simulated")
-            curve = c2st_learning_curve(x_test, x_gen, fc.train_sizes, test_size, seed=cfg.seed, threads=threads)
+            curve = c2st_learning_curve(x_test, x_gen, sizes, test_size, seed=cfg.seed, threads=threads)
             curve.pop("_scores")
             row = {"c2st": curve, "validity": validity_comparison(t_test, gen, btag_working_points=wps)}
             if i == 0:
@@ -182,7 +195,7 @@ class FidelityTest(AnalysisTask):
                 row["groups"] = group_aucs(t_test, gen, size, test_size, seed=cfg.seed, threads=threads)
                 if fc.mlp:
                     self.publish_message(f"C2ST second opinion (MLP): generated (seed {s}) vs simulated")
-                    mlp = c2st_learning_curve(x_test, x_gen, fc.train_sizes[-2:], test_size, seed=cfg.seed,
+                    mlp = c2st_learning_curve(x_test, x_gen, sizes[-2:], test_size, seed=cfg.seed,
                                               classifier="mlp", threads=threads)
                     mlp.pop("_scores")
                     row["c2st_mlp"] = mlp
