@@ -29,7 +29,8 @@ class GenerateEvents(AnalysisWorkflow):
         return dict(enumerate(branches))
 
     def htcondor_output_directory(self):
-        return law.LocalDirectoryTarget(self.local_path("htcondor", "truth" if self.truth else "samples"))
+        # the truth samples keep their submission records apart (same store directory, other branches)
+        return law.LocalDirectoryTarget(self.local_path(*(("htcondor", "truth") if self.truth else ("htcondor",))))
 
     def output(self):
         return self.local_target(f"{self.branch_data['sample']}_{self.branch_data['index']}.root")

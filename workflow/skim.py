@@ -56,7 +56,8 @@ class Skim(AnalysisWorkflow):
         return dict(enumerate(branches))
 
     def htcondor_output_directory(self):
-        return law.LocalDirectoryTarget(self.local_path("htcondor", "truth" if self.truth else "samples"))
+        # the truth samples keep their submission records apart (same store directory, other branches)
+        return law.LocalDirectoryTarget(self.local_path(*(("htcondor", "truth") if self.truth else ("htcondor",))))
 
     def outputs_by_sample(self) -> dict[str, list[dict]]:
         """The workflow's branch outputs (``{"ntuple": ..., "cutflow": ...}``) grouped by sample."""
