@@ -204,7 +204,7 @@ def verdict(limits: dict) -> str:
     m = sp["max_sigma"]
     if sp.get("generated_all_pass"):
         n = better_from("generated")
-        return (f"Yes: the generated templates pass the spurious-signal test against independent simulation at every "
+        return (f"Yes: the generated templates pass the spurious-signal test against the truth sample at every "
                 f"size (|mu_hat| <= {m:g} sigma, largest |mu_hat|/sigma {sp['generated_max_abs_z']:.2f}) even "
                 "without a generator uncertainty" + (f", and from {n:,} generated events on they give a stronger "
                                                      f"expected limit than the simulated template ({sim_limit:.3g})."
@@ -213,7 +213,7 @@ def verdict(limits: dict) -> str:
     if sp.get("generated_unc_all_pass"):
         n = better_from("generated_unc")
         return (f"Only with the generator uncertainty in the model: without it the generated templates fake a signal "
-                f"(|mu_hat|/sigma up to {sp['generated_max_abs_z']:.1f} against independent simulation); with it "
+                f"(|mu_hat|/sigma up to {sp['generated_max_abs_z']:.1f} against the truth sample); with it "
                 f"every size passes (|mu_hat|/sigma <= {sp['generated_unc_max_abs_z']:.2f})"
                 + (f", and from {n:,} generated events on the expected limit is stronger than with the simulated "
                    f"template ({sim_limit:.3g})." if n else f", but the expected limit is then never stronger than "

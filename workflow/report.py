@@ -87,7 +87,9 @@ class RunAnalysis(AnalysisTask):
         lines = [f"<b>{html.escape(verdict(limits))}</b>",
                  f"Tested against the truth sample ({html.escape(truth['source'])}: {truth['selected']:,} selected "
                  f"events, {t.get('calibration_events', 0):,} to calibrate the generator uncertainty and "
-                 f"{t.get('test_events', 0):,} to test; never used to train, tune, stop or bin anything), with "
+                 f"{t.get('test_events', 0):,} to test" + ("; never used to train, tune, stop or bin anything"
+                                                             if truth["source"] == "independent simulation" else "")
+                 + "), with "
                  f"the {cfg.limits.classifier} score templates and a {float(syst):.0%} background systematic. "
                  "Spurious signal: every workspace fitted to the truth template as background-only pseudo-data; "
                  f"it passes when |μ̂| &le; {cfg.limits.spurious_max_sigma:g} σ (σ: the fit's interval "
