@@ -42,10 +42,6 @@ class ReplicaSpread:
     stat: np.ndarray  # RMS statistical uncertainty of the replica templates (their own events)
     n_replicas: int
 
-    def absolute(self, yields: np.ndarray, factor: float = 1.0) -> np.ndarray:
-        """The uncertainty of a template with ``yields``, scaled by ``factor`` (the calibration inflation)."""
-        return factor * self.relative * np.asarray(yields, dtype=float)
-
     def to_dict(self) -> dict:
         return {"relative": self.relative.tolist(), "std": self.std.tolist(), "stat": self.stat.tolist(),
                 "n_replicas": self.n_replicas}
