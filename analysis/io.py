@@ -2,15 +2,28 @@
 
 Outputs are written to a temporary file beside the destination and renamed into place only when complete, so an
 interrupted job never leaves a file that looks finished (``os.replace`` is atomic on POSIX file systems).
+Temporary names carry the writer's host and process id (``.<name>.<host>.<pid>.<random>.tmp<suffix>``): the
+next writer of the same output removes those of writers on its host that no longer run (killed jobs), and those
+older than a day from anywhere.
+
+For reliability tests only, ``HEPFLOWS_KILL_BEFORE_RENAME=<glob>`` makes a writer whose output path matches the
+glob kill its own process (SIGKILL) after the temporary file is complete and before it is renamed: the worst
+moment for an interruption, reproducible.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fnmatch
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -40,18 +53,74 @@ def _chmod_default(path: Path, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+_TMP_MAX_AGE_S = 86400.0
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.{_HOST}.{os.getpid()}."
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and directories that interrupted writers of ``path`` left beside it: those
+    of a process on this host that no longer runs, and any older than a day (other hosts, old naming).
+    Returns what was removed."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(?:(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.)?.*\.tmp")
+    now = time.time()
+    for cand in path.parent.iterdir():
+        m = pattern.match(cand.name)
+        if not m:
+            continue
+        try:
+            age = now - cand.lstat().st_mtime
+        except FileNotFoundError:
+            continue
+        dead = m["host"] == _HOST and m["pid"] is not None and int(m["pid"]) != os.getpid() \
+            and not _pid_running(int(m["pid"]))
+        if dead or age > _TMP_MAX_AGE_S:
+            if cand.is_dir() and not cand.is_symlink():
+                shutil.rmtree(cand, ignore_errors=True)
+            else:
+                cand.unlink(missing_ok=True)
+            removed.append(cand)
+    return removed
+
+
+def _fault_point(path: Path) -> None:
+    """The reliability tests' kill switch (see the module docstring)."""
+    pattern = os.environ.get("HEPFLOWS_KILL_BEFORE_RENAME")
+    if pattern and fnmatch.fnmatch(str(path), pattern):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on any error delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    clean_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
         if tmp.is_file():  # the writer may have replaced the file, or (rarely) written a directory there
             _chmod_default(tmp, directory=False)
+        _fault_point(path)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -61,19 +130,43 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; on success it replaces ``path``, on any error it is deleted,
-    so that ``path`` is either absent or complete."""
+    so that ``path`` is either absent or complete. Two processes writing the same directory at once both
+    succeed; the one that finishes last wins (each replacement moves the old directory aside first, as
+    ``os.replace`` cannot replace a non-empty directory)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    clean_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         _chmod_default(tmp, directory=True)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        _fault_point(path)
+        _replace_directory(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _replace_directory(tmp: Path, path: Path, attempts: int = 50) -> None:
+    for _ in range(attempts):
+        old = None
+        if path.exists() or path.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path) + "old.", suffix=".tmp", dir=path.parent))
+            try:
+                os.replace(path, old / "d")  # atomic move aside; another writer may have done it already
+            except FileNotFoundError:
+                pass
+        try:
+            os.rename(tmp, path)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            continue  # a concurrent writer put its directory there in between: move that aside too
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        return
+    raise OSError(errno.EEXIST, f"{path}: could not replace the directory (other writers kept replacing it)")
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

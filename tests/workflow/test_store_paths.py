@@ -45,7 +45,8 @@ def _config(tmp_path: Path, name: str) -> str:
 def test_normal_names_pass(name, store, tmp_path):
     assert check_store_name("--version", name) == name
     task = StoreProbe(version=name, config=_config(tmp_path, name))
-    assert task.output().path == str(store / "StoreProbe" / name / name / "out.json")
+    assert task.output().path == str(store / "StoreProbe" / task.config_level / name / "out.json")
+    assert re.fullmatch(re.escape(name) + "-[0-9a-f]{8}", task.config_level)
 
 
 @pytest.mark.parametrize("name", list(BAD_NAMES))
@@ -72,15 +73,15 @@ def test_output_levels_outside_the_store_are_refused(store):
     for level in ("../../../escape.json", "/etc/passwd", "a//b", "./x"):
         with pytest.raises(SystemExit, match="hepflows: StoreProbe: output path level"):
             task.local_path(level)
-    assert task.local_path("sub", "ok.json") == str(store / "StoreProbe" / "quickstart" / "v1" / "sub" / "ok.json")
+    assert task.local_path("sub", "ok.json") == str(store / "StoreProbe" / task.config_level / "v1" / "sub" / "ok.json")
 
 
 def test_resolved_path_must_stay_in_the_store(store, tmp_path):
     task = StoreProbe(version="v1", config="quickstart")
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    (store / "StoreProbe" / "quickstart").mkdir(parents=True)
-    (store / "StoreProbe" / "quickstart" / "v1").symlink_to(outside)
+    (store / "StoreProbe" / task.config_level).mkdir(parents=True)
+    (store / "StoreProbe" / task.config_level / "v1").symlink_to(outside)
     with pytest.raises(SystemExit, match="hepflows: StoreProbe: output path .* outside the output store"):
         task.local_path("out.json")
 
@@ -142,3 +143,23 @@ def test_atomic_outputs_get_the_umask_permissions(tmp_path, umask_002):
     os.umask(0o077)
     write_json(tmp_path / "private.json", {})
     assert mode("private.json") == 0o600
+
+
+def test_config_content_changes_the_store_path(tmp_path):
+    """An edited configuration under the same name and --version never reuses the old outputs; the free-text
+    description does not matter, the resolved input path does."""
+    def level(name, **overrides):
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(tiny_config_dict(**overrides)))
+        return StoreProbe(version="v1", config=str(path)).config_level
+
+    base = level("a.yaml")
+    assert base == level("b.yaml")  # same content elsewhere: same outputs
+    assert base == level("c.yaml", description="other words")
+    assert base != level("d.yaml", seed=8)
+    assert base != level("e.yaml", detector={"jet": {"stochastic": 0.9}})
+    shipped = StoreProbe(version="v1", config="quickstart")
+    assert shipped.config_level.startswith("quickstart-")
+    csv = StoreProbe(version="v1", config="higgs_uci")
+    other = StoreProbe(version="v1", config="higgs_uci", input_path=str(tmp_path / "other.csv"))
+    assert csv.config_level != other.config_level
