@@ -1,9 +1,10 @@
 """Analysis configurations: YAML files validated into typed, frozen dataclasses.
 
 A configuration is data. :func:`load_config` reads one of the YAML files shipped in ``analysis/configs`` (by name)
-or any YAML file (by path) with :func:`yaml.safe_load`, and checks it completely before any work starts: an
-unknown key, a value of the wrong type or an impossible value raises :class:`ConfigError` with one message that
-names the offending key, e.g. ``config 'quickstart': detector.jet.constant: must be >= 0, got -0.1``.
+or any YAML file (by path) with :class:`ConfigLoader` (:func:`yaml.safe_load`, refusing a key defined twice), and
+checks it completely before any work starts: an unknown key, a value of the wrong type or an impossible value
+raises :class:`ConfigError` with one message that names the offending key, e.g. ``config 'quickstart':
+detector.jet.constant: must be >= 0, got -0.1``.
 """
 
 from __future__ import annotations
@@ -750,8 +751,44 @@ def config_from_dict(data: Mapping[str, Any], label: str = "<dict>") -> Analysis
     return cfg
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping defines the same key twice (PyYAML would silently keep the last value)."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """:class:`yaml.SafeLoader` (plain data only, no arbitrary tags) that refuses a key defined twice in one
+    mapping, at any depth, naming the key (dotted from the top level) and both lines. Merge keys (``<<``) keep
+    YAML's meaning: keys given explicitly override merged ones."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._key_paths: dict[int, str] = {}  # id(mapping node) -> its dotted key path
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            prefix = self._key_paths.get(id(node), "")
+            seen: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                name = f"{prefix}{key}"
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise DuplicateKeyError(f"duplicate key {name!r} (lines {first} and {line})")
+                seen[key] = line
+                if isinstance(value_node, yaml.MappingNode):
+                    self._key_paths[id(value_node)] = f"{name}."
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(name_or_path: str | os.PathLike) -> AnalysisConfig:
-    """Load and validate a configuration by shipped name (``quickstart``, ``paper``, ``higgs_uci``) or path."""
+    """Load and validate a configuration by shipped name (``quickstart``, ``paper``, ``higgs_uci``) or path.
+    The file must be UTF-8 and define no key twice (:class:`ConfigLoader`)."""
     s = str(name_or_path)
     path = Path(s)
     if not (s.endswith((".yaml", ".yml")) or os.sep in s):
@@ -760,11 +797,28 @@ def load_config(name_or_path: str | os.PathLike) -> AnalysisConfig:
             raise ConfigError(f"config {s!r}: no such configuration; shipped: {', '.join(available_configs())}")
     if not path.is_file():
         raise ConfigError(f"config {s!r}: file not found: {path}")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config {s!r}: not valid YAML: {e}") from None
+    where = f"config {s!r}" if str(path) == s else f"config {s!r} ({path})"
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read the file ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(f"{where}: not UTF-8 text: byte 0x{raw[e.start]:02x} at byte position {e.start} "
+                          f"(line {line}, column {column})") from None
+    loader = ConfigLoader(text)
+    loader.name = str(path)  # for the position in PyYAML's messages
+    try:
+        data = loader.get_single_data()
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {s!r}: not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
     return config_from_dict(data, label=path.stem if path.parent == CONFIG_DIR else s)
 
 

@@ -25,7 +25,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 class InputError(RuntimeError):
@@ -214,3 +214,45 @@ def open_root(path: str | os.PathLike, tree: str = "Events"):
         keys = ", ".join(sorted({k.split(";")[0] for k in f.keys()})) or "none"
         raise InputError(f"{Path(path)}: cannot read tree {tree!r} ({type(e).__name__}: {e}); keys in file: "
                          f"{keys}") from None
+
+
+def load_npz(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """All arrays of a ``.npz`` file, read at once (``np.load(..., allow_pickle=False)``), as a dict of numpy
+    arrays. :class:`InputError` naming the file for a missing, empty, truncated or corrupt file, one that is not
+    a ``.npz`` archive, an array of Python objects (refused: reading it would unpickle code), or without the
+    arrays named in ``required``."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not magic:
+        raise InputError(f"{path}: not a readable .npz file (the file is empty)")
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        what = "a single .npy array" if magic == b"\x93NUM" else "no zip archive signature"
+        raise InputError(f"{path}: not a readable .npz file ({what})")
+    arrays: dict[str, Any] = {}
+    name = None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for name in z.files:
+                arrays[name] = z[name]
+                if not isinstance(arrays[name], np.ndarray):  # a zip member other than a .npy array
+                    raise InputError(f"{path}: not a readable .npz file (member {name!r} is not a numpy array)")
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "pickled" in str(e):
+            raise InputError(f"{path}: not a readable .npz file (array {name!r} holds Python objects, which are "
+                             "refused)") from None
+        raise InputError(f"{path}: not a readable .npz file (array {name!r}: {type(e).__name__}: {e})") from None
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError) as e:
+        where = f"array {name!r}: " if name is not None else ""
+        raise InputError(f"{path}: not a readable .npz file ({where}{type(e).__name__}: {e})") from None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise InputError(f"{path}: arrays missing: {', '.join(missing)} (found: {', '.join(arrays) or 'none'})")
+    return arrays

@@ -84,23 +84,64 @@ def feature_matrix(columns: dict[str, np.ndarray]) -> np.ndarray:
     return np.stack([np.asarray(columns[f], dtype=np.float64) for f in FEATURES], axis=1)
 
 
+def _describe(values: dict) -> str:
+    """``sample 'signal' (label 1)`` and the like, for messages about the provenance of an ntuple."""
+    words = []
+    if "sample" in values:
+        words.append(f"sample {values['sample']!r}")
+    if "label" in values:
+        words.append(f"(label {values['label']})" if words else f"label {values['label']}")
+    words += [f"{k} {v!r}" for k, v in values.items() if k not in ("sample", "label")]
+    return " ".join(words)
+
+
+def _check_provenance(path: str | os.PathLike, expect: dict) -> None:
+    """:class:`InputError` unless the metadata stored with ``path`` has the values of ``expect``."""
+    try:
+        meta = read_metadata(path)
+    except ValueError as e:  # JSONDecodeError
+        raise InputError(f"{path}: unreadable hepflows_metadata ({type(e).__name__}: {e})") from None
+    found = {k: meta.get(k) for k in expect}
+    if any(found[k] != v for k, v in expect.items()):
+        absent = [k for k in expect if k not in meta]
+        if absent:
+            raise InputError(f"{path}: ntuple without {', '.join(absent)} in its hepflows metadata, expected "
+                             f"{_describe(expect)}")
+        raise InputError(f"{path}: ntuple of {_describe(found)}, expected {_describe(expect)}")
+
+
 def read_ntuples(paths: Iterable[str | os.PathLike], columns: Sequence[str] = COLUMNS,
-                 optional: Sequence[str] = ()) -> dict[str, np.ndarray]:
+                 optional: Sequence[str] = (), expect: dict | None = None) -> dict[str, np.ndarray]:
     """Concatenate columns of several flat ntuples into numpy arrays, with clear errors for bad files. Columns
-    named in ``optional`` are read when every file has them and left out otherwise."""
+    named in ``optional`` are read when every file has them and left out otherwise.
+
+    ``expect`` (e.g. ``{"sample": "background", "label": 0}``): each file's stored metadata
+    (:func:`read_metadata`) must have these values, and with ``label`` every event's ``label`` column too, or
+    :class:`InputError` names the file (say, a signal ntuple copied in place of a background one)."""
     paths = list(paths)
     trees = [open_root(p) for p in paths]
     columns = list(columns) + [c for c in optional if c not in columns and trees
                                and all(c in t.keys() for t in trees)]
+    check_label = expect is not None and "label" in expect
+    read = columns + (["label"] if check_label and "label" not in columns else [])
     parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}
     for p, tree in zip(paths, trees):
-        absent = [c for c in columns if c not in tree.keys()]
+        absent = [c for c in read if c not in tree.keys()]
         if absent:
             raise InputError(f"{p}: not a hepflows ntuple, branches missing: {absent}")
+        if expect is not None:
+            _check_provenance(p, expect)
         try:
-            arrays = tree.arrays(list(columns), library="np")
+            arrays = tree.arrays(read, library="np")
         except Exception as e:
             raise InputError(f"{p}: cannot read ntuple ({type(e).__name__}: {e})") from None
+        if check_label:
+            wrong = arrays["label"] != expect["label"]
+            if wrong.any():
+                i = int(np.argmax(wrong))
+                whose = f" for sample {expect['sample']!r}" if "sample" in expect else ""
+                raise InputError(f"{p}: {int(wrong.sum())} of {len(wrong)} events have label {arrays['label'][i]} "
+                                 f"(the first at entry {i}), expected label {expect['label']}{whose}")
         for c in columns:
             parts[c].append(arrays[c])
     return {c: (np.concatenate(v) if v else np.zeros(0, dtype=_DTYPES.get(c, np.float32))) for c, v in parts.items()}

@@ -13,10 +13,20 @@ Object selection (where a branch is absent, as in minimal private NanoAOD, that 
 Event selection, each step a row of the cutflow (events and sum of weights): all events; exactly one selected
 lepton; at least ``min_jets`` jets; at least ``min_btags`` b-tagged jets; finite features (rows with NaN or
 infinite values are counted and dropped, never passed on).
+
+Input checks while skimming: a non-finite value in a kinematic branch the skim reads (jet and lepton pT, eta,
+phi, mass; the MET; ``genWeight``) refuses the file with an :class:`~analysis.io.InputError` (real NanoAOD never
+holds one: it means corruption, and the objects would silently drop out of the selection). Implausible but
+readable content gives a warning, logged on the ``hepflows`` logger and returned to the caller: b-tag discriminant
+outside [0, 1] for more than 1 % of the jets in the kinematic acceptance, or an identification branch
+(``Muon_tightId``, ``Electron_cutBased``, ``Jet_jetId``) that no object in the acceptance passes.
+
+``Events`` may be a TTree or an RNTuple with the flat NanoAOD fields: coffea reads both, through the same code.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -36,9 +46,34 @@ NanoAODSchema.warn_missing_crossrefs = False
 
 CUTFLOW_STEPS = ["all", "one_lepton", "min_jets", "min_btags", "finite_features"]
 
+log = logging.getLogger("hepflows")
+
+BTAG_OUTSIDE_WARN_FRACTION = 0.01  # warn when more jets than this have a discriminant outside [0, 1]
+ID_WARN_MIN_OBJECTS = 10  # warn that no object passes an identification only with at least this many candidates
+
+_KINEMATICS = {"Jet": ("pt", "eta", "phi", "mass"), "Electron": ("pt", "eta", "phi", "mass"),
+               "Muon": ("pt", "eta", "phi", "mass")}
+_OBJECT_WORD = {"Jet": "jets", "Electron": "electrons", "Muon": "muons"}
+
 
 def _has(collection, field: str) -> bool:
     return field in collection.fields
+
+
+def _count_nonfinite(values) -> dict[str, int]:
+    """Non-finite entries of a flat or jagged array: ``objects`` (entries), ``events`` (rows with one), ``total``
+    (entries in all)."""
+    bad = ~np.isfinite(values)
+    if bad.ndim > 1:
+        return {"objects": int(ak.sum(bad)), "events": int(ak.sum(ak.any(bad, axis=1))),
+                "total": int(ak.sum(ak.num(bad, axis=1)))}
+    n = int(np.sum(np.asarray(bad)))
+    return {"objects": n, "events": n, "total": len(bad)}
+
+
+def _count_passing(candidates: ak.Array, passing: ak.Array) -> dict[str, int]:
+    """Objects in the acceptance (``candidates``) and how many of them pass (``passing``, same shape)."""
+    return {"candidates": int(ak.sum(candidates)), "passing": int(ak.sum(candidates & passing))}
 
 
 class SkimProcessor(processor.ProcessorABC):
@@ -61,16 +96,28 @@ class SkimProcessor(processor.ProcessorABC):
         gen_w = events.genWeight if "genWeight" in events.fields else ak.ones_like(events.event, dtype=np.float64)
         weight = np.asarray(gen_w, dtype=np.float64) * self.norm
 
+        # input checks, summed over chunks and judged by skim_nanoaod once the file is done
+        nonfinite = {f"{c}_{f}": _count_nonfinite(events[c][f]) for c, fs in _KINEMATICS.items() for f in fs}
+        met_coll = events[s.met_collection]
+        nonfinite |= {f"{s.met_collection}_{f}": _count_nonfinite(met_coll[f]) for f in ("pt", "phi")}
+        if "genWeight" in events.fields:
+            nonfinite["genWeight"] = _count_nonfinite(events.genWeight)
+        ids = {}
+
         ele = events.Electron
         ele_ok = (ele.pt > s.electron_min_pt) & (abs(ele.eta) < s.electron_max_eta)
         if _has(ele, "cutBased"):
-            ele_ok = ele_ok & (ele.cutBased >= s.electron_min_cut_based)
+            ele_id = ele.cutBased >= s.electron_min_cut_based
+            ids["Electron_cutBased"] = _count_passing(ele_ok, ele_id)
+            ele_ok = ele_ok & ele_id
         if _has(ele, "pfRelIso03_all"):
             ele_ok = ele_ok & (ele.pfRelIso03_all < s.electron_max_rel_iso)
         mu = events.Muon
         mu_ok = (mu.pt > s.muon_min_pt) & (abs(mu.eta) < s.muon_max_eta)
         if _has(mu, "tightId"):
-            mu_ok = mu_ok & mu.tightId
+            mu_id = mu.tightId != 0  # UChar in central NanoAOD, bool in private files
+            ids["Muon_tightId"] = _count_passing(mu_ok, mu_id)
+            mu_ok = mu_ok & mu_id
         if _has(mu, "pfRelIso04_all"):
             mu_ok = mu_ok & (mu.pfRelIso04_all < s.muon_max_rel_iso)
         fields = ["pt", "eta", "phi", "mass"]
@@ -81,8 +128,13 @@ class SkimProcessor(processor.ProcessorABC):
 
         jets = events.Jet
         jet_ok = (jets.pt > s.jet_min_pt) & (abs(jets.eta) < s.jet_max_eta)
+        b_all = jets[s.btag_discriminant][jet_ok]
+        btag_range = {"jets": int(ak.sum(ak.num(b_all, axis=1))), "below_0": int(ak.sum(b_all < 0)),
+                      "above_1": int(ak.sum(b_all > 1)), "not_finite": int(ak.sum(~np.isfinite(b_all)))}
         if _has(jets, "jetId"):
-            jet_ok = jet_ok & (jets.jetId >= s.jet_min_id)
+            jet_id = jets.jetId >= s.jet_min_id
+            ids["Jet_jetId"] = _count_passing(jet_ok, jet_id)
+            jet_ok = jet_ok & jet_id
         jets = jets[jet_ok]
         if s.lepton_jet_min_dr > 0:
             dr = jets.metric_table(leptons)  # (event, jet, lepton)
@@ -121,7 +173,9 @@ class SkimProcessor(processor.ProcessorABC):
         columns["generated"] = np.zeros(int(finite.sum()), dtype=np.int32)
         columns["weight"] = w_sel[finite]
         columns["event"] = np.asarray(events.event[sel], dtype=np.int64)[finite]
-        return {"cutflow": cutflow, "columns": {k: processor.column_accumulator(v) for k, v in columns.items()}}
+        checks = {"nonfinite": nonfinite, "btag_range": btag_range, "ids": ids}
+        return {"cutflow": cutflow, "checks": checks,
+                "columns": {k: processor.column_accumulator(v) for k, v in columns.items()}}
 
     def postprocess(self, accumulator):
         return accumulator
@@ -134,10 +188,14 @@ def skim_nanoaod(
     norm: float,
     chunksize: int = 200_000,
     progress: Callable[[int, int], None] | None = None,
+    issues: list[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """Skim one NanoAOD file with coffea, chunk by chunk. Returns ``(columns, cutflow)``.
+    """Skim one NanoAOD file (TTree or RNTuple ``Events``) with coffea, chunk by chunk. Returns
+    ``(columns, cutflow)``.
 
-    Raises :class:`~analysis.io.InputError` for a missing, non-ROOT or truncated file or a missing branch.
+    Raises :class:`~analysis.io.InputError` for a missing, non-ROOT or truncated file, a missing branch, or
+    non-finite kinematics. Warnings on implausible content (see the module docstring) are logged on the
+    ``hepflows`` logger, one line each naming the file, and appended to ``issues`` when it is given.
     """
     s = cfg.skim
     n = check_nanoaod(path, s.btag_discriminant, s.met_collection)
@@ -153,7 +211,13 @@ def skim_nanoaod(
             out = runner({"sample": {"files": {str(Path(path).resolve()): "Events"}}}, proc, treename="Events")
         except Exception as e:  # coffea wraps the cause; report it with the file name
             cause = e.__cause__ or e
-            raise InputError(f"{path}: skim failed ({type(cause).__name__}: {cause})") from e
+            raise InputError(f"{path}: skim failed ({type(cause).__name__}: {' '.join(str(cause).split())})") from e
+    _refuse_nonfinite(path, out["checks"]["nonfinite"], n)
+    found = _plausibility_warnings(path, cfg, out["checks"])
+    for line in found:
+        log.warning(line)
+    if issues is not None:
+        issues.extend(found)
     cutflow = out["cutflow"]
     columns = {k: np.asarray(v.value) for k, v in out["columns"].items()}
     if progress is not None:
@@ -161,9 +225,56 @@ def skim_nanoaod(
     return columns, cutflow
 
 
+def _refuse_nonfinite(path, counts: dict[str, dict[str, int]], n_events: int) -> None:
+    """Raise :class:`InputError` naming every kinematic branch with NaN or infinite values."""
+    bad = {k: v for k, v in counts.items() if v["objects"]}
+    if not bad:
+        return
+    parts = []
+    for name, v in bad.items():
+        word = _OBJECT_WORD.get(name.split("_")[0])
+        if word:
+            parts.append(f"{name} in {v['objects']:,} of {v['total']:,} {word}, {v['events']:,} events")
+        else:
+            parts.append(f"{name} in {v['events']:,} events")
+    raise InputError(f"{path}: non-finite (NaN or infinite) values: {'; '.join(parts)} (of {n_events:,} events); "
+                     "real NanoAOD has finite kinematics and weights, the file is corrupt")
+
+
+def _plausibility_warnings(path, cfg: AnalysisConfig, checks: dict) -> list[str]:
+    """One line per implausible feature of the file's content (see the module docstring)."""
+    s = cfg.skim
+    found = []
+    b = checks["btag_range"]
+    outside = b["below_0"] + b["above_1"] + b["not_finite"]
+    if b["jets"] and outside > BTAG_OUTSIDE_WARN_FRACTION * b["jets"]:
+        found.append(f"{path}: Jet_{s.btag_discriminant} lies outside [0, 1] for {outside:,} of the {b['jets']:,} "
+                     f"jets with pT > {s.jet_min_pt:g} GeV and |eta| < {s.jet_max_eta:g} ({outside / b['jets']:.1%}: "
+                     f"{b['below_0']:,} below 0, {b['above_1']:,} above 1, {b['not_finite']:,} not finite); "
+                     "the b tagging of this file is not trustworthy")
+    cuts = {"Muon_tightId": "is false", "Electron_cutBased": f"is below {s.electron_min_cut_based}",
+            "Jet_jetId": f"is below {s.jet_min_id}"}
+    accept = {"Muon": (s.muon_min_pt, s.muon_max_eta), "Electron": (s.electron_min_pt, s.electron_max_eta),
+              "Jet": (s.jet_min_pt, s.jet_max_eta)}
+    for name, v in checks["ids"].items():
+        if v["candidates"] >= ID_WARN_MIN_OBJECTS and v["passing"] == 0:
+            coll = name.split("_")[0]
+            pt, eta = accept[coll]
+            found.append(f"{path}: {name} {cuts[name]} for all {v['candidates']:,} {_OBJECT_WORD[coll]} with "
+                         f"pT > {pt:g} GeV and |eta| < {eta:g}: no {coll.lower()} passes the identification")
+    return found
+
+
 def sample_normalisation(cfg: AnalysisConfig, sample_name: str, files: list[str | os.PathLike]) -> float:
-    """cross-section x luminosity / (sum of generator weights over all files of the sample)."""
-    sumw = sum_gen_weights(files)
+    """cross-section x luminosity / (sum of generator weights over all files of the sample). A bad file stops
+    every file of the sample: its error names it and says why the others need it."""
+    try:
+        sumw = sum_gen_weights(files)
+    except InputError as e:
+        if len(files) < 2:
+            raise
+        raise InputError(f"{e} (sample {sample_name!r} is normalised with the generator weights of all its "
+                         f"{len(files)} files)") from None
     if sumw <= 0:
         raise InputError(f"sample {sample_name!r}: sum of generator weights is {sumw}, cannot normalise")
     return cfg.sample(sample_name).cross_section_pb * cfg.luminosity_pb / sumw
@@ -179,6 +290,9 @@ def skim_higgs_csv(path: str | os.PathLike, label: int, start: int, stop: int) -
     labels, feats, rows, dropped = read_higgs_csv(path, start, stop)
     keep = labels == label
     n_read = len(labels) + dropped
+    if n_read < stop - start:
+        raise InputError(f"{path}: has only {start + n_read} events, rows up to {stop} were asked for (the "
+                         "configuration's n_events is larger than the file)")
     columns = {name: feats[keep, i] for i, name in enumerate(FEATURES)}
     columns["label"] = labels[keep]
     columns["generated"] = np.zeros(int(keep.sum()), dtype=np.int32)

@@ -254,12 +254,20 @@ def load_classifier(path: str | Path) -> Classifier:
         raise FileNotFoundError(f"classifier file not found: {path}")
     if path.suffix == ".skops":
         return _load_skops(path)
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    meta = payload["meta"]
-    model = MLPClassifier(len(meta["features"]), tuple(payload["hidden"]))
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return Classifier(meta["kind"], meta["features"], model, train_seconds=meta["train_seconds"])
+    from .io import load_tensor_file
+
+    payload = load_tensor_file(path, "TrainClassifier")  # weights_only=True; InputError naming the file
+    if not isinstance(payload, dict) or not {"meta", "hidden", "state_dict"} <= set(payload):
+        raise InputError(f"{path}: not a hepflows classifier file; rerun TrainClassifier to write it again")
+    try:
+        meta = payload["meta"]
+        model = MLPClassifier(len(meta["features"]), tuple(payload["hidden"]))
+        model.load_state_dict(payload["state_dict"])
+        model.eval()
+        return Classifier(meta["kind"], meta["features"], model, train_seconds=meta["train_seconds"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a damaged payload
+        raise InputError(f"{path}: not a valid classifier file ({type(e).__name__}: {e}); rerun TrainClassifier "
+                         "to write it again") from None
 
 
 CLASSIFIER_FILES = {"bdt": "model.skops", "nn": "model.pt"}

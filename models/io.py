@@ -7,6 +7,8 @@ The file holds only tensors and plain Python values, written with ``torch.save``
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from typing import Any
 
 import torch
@@ -34,21 +36,45 @@ def save_generator(path: str | os.PathLike, name: str, hyper: dict[str, Any], st
         torch.save(payload, tmp)
 
 
-def load_generator(path: str | os.PathLike, device: str = "cpu"):
-    """Returns ``(model, preprocessor, payload)``; the model is in evaluation mode on ``device``."""
+def load_tensor_file(path: str | os.PathLike, rerun: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one :class:`InputError` naming the file for a
+    missing, empty, truncated or corrupt file or one holding anything but tensors and plain values (without
+    torch's advice to load it with ``weights_only=False``); ``rerun`` names the task that writes the file."""
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{path}: file is empty; rerun {rerun} to write it again")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InputError(f"{path}: not a readable model file ({type(e).__name__}: {e})") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        found = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\.\s|\n|$)", text)
+        detail = found.group(1).strip() if found else text.splitlines()[0] if text else type(e).__name__
+        if "Unsupported global" in detail:
+            raise InputError(f"{path}: refusing to load a model file holding Python objects, not only tensors and "
+                             f"plain values ({detail}); delete it and rerun {rerun}") from None
+        raise InputError(f"{path}: not a readable model file, corrupt or not written by hepflows ({detail}); rerun "
+                         f"{rerun} to write it again") from None
+    except Exception as e:  # a cut-off archive (RuntimeError from the zip reader), EOFError, KeyError, ...
+        text = str(e).split(". ")[0] if "PytorchStreamReader" in str(e) else str(e)
+        raise InputError(f"{path}: not a readable model file, truncated or corrupt ({type(e).__name__}: {text}); "
+                         f"rerun {rerun} to write it again") from None
+
+
+def load_generator(path: str | os.PathLike, device: str = "cpu"):
+    """Returns ``(model, preprocessor, payload)``; the model is in evaluation mode on ``device``."""
+    payload = load_tensor_file(path, "TrainFlow")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         if isinstance(payload, dict) and str(payload.get("format", "")).startswith("hepflows-flow-"):
             raise InputError(f"{path}: generator file format {payload['format']!r}, this hepflows reads {FORMAT!r}; "
                              "retrain it (e.g. run TrainFlow with a new --version)")
         raise InputError(f"{path}: not a hepflows generator file")
-    prep = Preprocessor.from_state_dict(payload["preprocessing"])
-    model = build_flow(payload["model"], prep.flow_features, payload["hyperparameters"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        prep = Preprocessor.from_state_dict(payload["preprocessing"])
+        model = build_flow(payload["model"], prep.flow_features, payload["hyperparameters"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a damaged payload of the right format
+        raise InputError(f"{path}: not a valid generator file ({type(e).__name__}: {e}); rerun TrainFlow to write "
+                         "it again") from None
     model.to(torch.device(device)).eval()
     return model, prep, payload

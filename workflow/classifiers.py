@@ -7,7 +7,7 @@ from sklearn.metrics import roc_auc_score
 
 from analysis.classifier_plots import plot_classifier, plot_roc_comparison
 from analysis.features import FEATURES
-from analysis.io import InputError, atomic_path, write_json
+from analysis.io import InputError, atomic_path, load_npz, write_json
 from analysis.ntuple import feature_matrix, read_ntuples
 from models.classifiers import CLASSIFIER_FILES, load_classifier, permutation_importance, save_classifier, \
     train_classifier
@@ -104,8 +104,8 @@ class CompareClassifiers(AnalysisTask):
         curves, rows = {}, []
         for target in self.input()["collection"].targets.values():
             m = target["metrics.json"].load(formatter="json")
-            with np.load(target["reference_scores.npz"].path, allow_pickle=False) as z:
-                curves[m["classifier"]] = (z["label"], z["score"], m["reference_auc"])
+            z = load_npz(target["reference_scores.npz"].path, required=("label", "score"))
+            curves[m["classifier"]] = (z["label"], z["score"], m["reference_auc"])
             rows.append({"classifier": m["classifier"], "reference_auc": m["reference_auc"],
                          "train_seconds": m["train_seconds"], "top_features": list(m["importance"])[:5]})
         out = self.output()

@@ -46,7 +46,8 @@ class PartitionEvents(AnalysisTask):
         out = self.output()
         report = {}
         for sample, outputs in self.requires()["skim"].outputs_by_sample().items():
-            cols = read_ntuples([t["ntuple"].path for t in outputs], optional=OPTIONAL_COLUMNS)
+            cols = read_ntuples([t["ntuple"].path for t in outputs], optional=OPTIONAL_COLUMNS,
+                                expect={"sample": sample, "label": cfg.sample(sample).label})
             n = len(cols["label"])
             if n == 0:
                 raise InputError(f"sample {sample!r}: no skimmed events to partition")

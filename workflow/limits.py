@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
-from analysis.io import InputError, atomic_directory, write_json
+from analysis.io import InputError, atomic_directory, load_npz, write_json
 from analysis.limit_plots import plot_amplification, plot_closure, plot_difference, plot_limit_scan, \
     plot_luminosity, plot_pulls, plot_spurious, plot_templates, plot_truth_templates
 from analysis.limits import ScoredSamples, run_scan
@@ -50,21 +48,22 @@ class LimitScan(AnalysisTask):
         cfg = self.analysis_config
         inputs = self.input()
         expected = self.requires()["partition"].expected_background()
-        with np.load(inputs["scores"].path, allow_pickle=False) as z:
-            missing = [f"generated_{s}" for s in cfg.flows.analysis_seeds if f"generated_{s}" not in z.files]
-            if missing:
-                raise InputError(f"{inputs['scores'].path}: no scores for {missing}; rerun ScoreEvents")
-            missing = [f"replica_{s}" for s in cfg.flows.replicas.seeds if f"replica_{s}" not in z.files]
-            missing += [k for k in ("truth_score", "truth_weight") if k not in z.files]
-            if missing:
-                raise InputError(f"{inputs['scores'].path}: no scores for {missing}; rerun ScoreEvents")
-            samples = ScoredSamples(
-                z["signal_score"], z["signal_weight"], z["background_score"], z["background_weight"],
-                {s: z[f"generated_{s}"] for s in cfg.flows.analysis_seeds}, expected, cfg.luminosity_fb,
-                truth_scores=z["truth_score"], truth_weights=z["truth_weight"], truth_source=str(z["truth_source"]),
-                replicas={s: z[f"replica_{s}"] for s in cfg.flows.replicas.seeds},
-                n_train=self.requires()["partition"].background_size("train"),
-                calibration_fraction=cfg.truth.calibration_fraction)
+        z = load_npz(inputs["scores"].path, required=("signal_score", "signal_weight", "background_score",
+                                                      "background_weight", "truth_source"))
+        missing = [f"generated_{s}" for s in cfg.flows.analysis_seeds if f"generated_{s}" not in z]
+        if missing:
+            raise InputError(f"{inputs['scores'].path}: no scores for {missing}; rerun ScoreEvents")
+        missing = [f"replica_{s}" for s in cfg.flows.replicas.seeds if f"replica_{s}" not in z]
+        missing += [k for k in ("truth_score", "truth_weight") if k not in z]
+        if missing:
+            raise InputError(f"{inputs['scores'].path}: no scores for {missing}; rerun ScoreEvents")
+        samples = ScoredSamples(
+            z["signal_score"], z["signal_weight"], z["background_score"], z["background_weight"],
+            {s: z[f"generated_{s}"] for s in cfg.flows.analysis_seeds}, expected, cfg.luminosity_fb,
+            truth_scores=z["truth_score"], truth_weights=z["truth_weight"], truth_source=str(z["truth_source"]),
+            replicas={s: z[f"replica_{s}"] for s in cfg.flows.replicas.seeds},
+            n_train=self.requires()["partition"].background_size("train"),
+            calibration_fraction=cfg.truth.calibration_fraction)
         try:
             results, workspaces = run_scan(samples, cfg.limits, cfg.seed, progress=self.publish_message)
         except (StatisticsError, TemplateError) as e:

@@ -198,6 +198,10 @@ class RunAnalysis(AnalysisTask):
                          f"{s['n_selected']:,}", f"{s['expected_yield']:.4g}"])
         rep.add(html_table(["sample", "source", "role", "cross-section [pb]", "events", "selected",
                             "expected yield"], rows))
+        warnings = summary.get("warnings", [])
+        if warnings:  # implausible real inputs: said where a physicist looks first
+            rep.add("<p><b>Warnings about the inputs</b> (the skim went on; check before trusting the result):</p>"
+                    "<ul>" + "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings) + "</ul>")
         cut_rows = []
         for name, s in summary["samples"].items():
             total = s["cutflow"][next(iter(s["cutflow"]))]["sumw"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import glob
+import logging
 import math
+import os
 
 import law
 import luigi
@@ -12,18 +14,61 @@ import numpy as np
 from analysis.io import InputError, write_json
 from analysis.ntuple import read_ntuples, write_ntuple
 from analysis.plotting import plot_cutflow, plot_features
-from analysis.readers import count_higgs_rows
+from analysis.readers import check_higgs_head, count_higgs_rows
 from analysis.skim import merge_cutflows, sample_normalisation, skim_higgs_csv, skim_nanoaod
 from workflow.base import AnalysisTask, AnalysisWorkflow
 from workflow.ntuples import GenerateEvents
 
+log = logging.getLogger("hepflows")
 
-def _nanoaod_files(cfg, sample) -> list[str]:
+
+def _check_root_file(path: str) -> None:
+    """Cheap checks of an input ROOT file at scheduling time (its branches and baskets are checked when its
+    branch runs, :func:`analysis.readers.check_nanoaod`): a readable, non-empty file with ROOT's signature."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: not a file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not magic:
+        raise InputError(f"{path}: file is empty")
+    if magic != b"root":
+        raise InputError(f"{path}: not a ROOT file (it starts with {magic!r}, a ROOT file with b'root')")
+
+
+def _listed(real: str, sample: str, entry: str, path: str) -> str:
+    return f"sample {sample!r} (files entry {entry!r}{f', as {path}' if path != real else ''})"
+
+
+def _nanoaod_files(cfg, name: str, sample, seen: dict[str, tuple[str, str, str]] | None = None) -> list[str]:
+    """The files of the NanoAOD sample ``name``: its ``files`` entries (paths or glob patterns) resolved and
+    checked before any work starts. :class:`InputError` for an entry that names no file or a pattern that
+    matches none, a file that is unreadable, empty or not a ROOT file, and a file listed twice (compared by
+    real path, so a glob matching a listed file or a symbolic link to it counts too): ``seen``, shared between
+    samples, maps each real path to the (sample, entry, path) that listed it first."""
+    seen = {} if seen is None else seen
     files: list[str] = []
     for pattern in sample.files:
         resolved = str(cfg.resolve_path(pattern))
-        matches = sorted(glob.glob(resolved))
-        files.extend(matches if matches else [resolved])  # a missing file fails with a clear error in run()
+        if os.path.exists(resolved):  # a path, used as it is (even with glob characters in its name)
+            matches = [resolved]
+        elif glob.has_magic(resolved):
+            matches = sorted(m for m in glob.glob(resolved) if os.path.isfile(m))
+            if not matches:
+                raise InputError(f"{resolved}: no file matches (sample {name!r}, files entry {pattern!r})")
+        else:
+            broken = " (a broken symbolic link)" if os.path.islink(resolved) else ""
+            raise InputError(f"{resolved}: no such file{broken} (sample {name!r}, files entry {pattern!r})")
+        for path in matches:
+            _check_root_file(path)
+            real = os.path.realpath(path)
+            if real in seen:
+                raise InputError(f"{real}: input file listed twice, in {_listed(real, *seen[real])} and in "
+                                 f"{_listed(real, name, pattern, path)}; each file may be skimmed only once")
+            seen[real] = (name, pattern, path)
+            files.append(path)
     return files
 
 
@@ -38,17 +83,27 @@ class Skim(AnalysisWorkflow):
                                 "background) instead of the configured ones; default: false")
 
     def create_branch_map(self):
+        """The branches; the input files are checked here, at scheduling time, so a bad input stops the run
+        before any branch runs (:class:`InputError`): NanoAOD files by :func:`_nanoaod_files`, a HIGGS CSV
+        read through once by :func:`~analysis.readers.count_higgs_rows` (cached per file and modification
+        time; only its first lines when ``n_events`` is set): empty, truncated, not comma-separated, or a row
+        without 29 fields."""
         cfg = self.analysis_config
         branches = []
+        seen: dict[str, tuple[str, str, str]] = {}  # NanoAOD files by real path: each may be listed once
         for name, s in (cfg.truth_samples if self.truth else cfg.samples).items():
             if s.source == "generator":
                 branches += [{"sample": name, "index": i, "source": s.source} for i in range(s.n_files)]
             elif s.source == "nanoaod":
                 branches += [{"sample": name, "index": i, "source": s.source, "file": f}
-                             for i, f in enumerate(_nanoaod_files(cfg, s))]
+                             for i, f in enumerate(_nanoaod_files(cfg, name, s, seen))]
             else:
                 path = str(cfg.resolve_path(s.path))
-                n_rows = s.n_events or count_higgs_rows(path)
+                if s.n_events:  # the first lines only: counting the full HIGGS.csv.gz takes a minute
+                    check_higgs_head(path)
+                    n_rows = s.n_events  # a file with fewer rows fails in the branch that reads past its end
+                else:
+                    n_rows = count_higgs_rows(path)
                 chunks = math.ceil(n_rows / s.events_per_file)
                 branches += [{"sample": name, "index": i, "source": s.source, "file": path,
                               "start": i * s.events_per_file, "stop": min((i + 1) * s.events_per_file, n_rows)}
@@ -94,6 +149,7 @@ class Skim(AnalysisWorkflow):
         cfg = self.analysis_config
         d = self.branch_data
         sample = cfg.sample(d["sample"])
+        issues: list[str] = []  # warnings on the input (logged by the skim), kept with the cutflow
         if d["source"] == "higgs_csv":
             columns, cutflow = skim_higgs_csv(d["file"], sample.label, d["start"], d["stop"])
         else:
@@ -105,16 +161,18 @@ class Skim(AnalysisWorkflow):
                 files = [b["file"] for b in self.branch_map.values() if b["sample"] == d["sample"]]
                 path = d["file"]
             norm = sample_normalisation(cfg, d["sample"], files)
-            columns, cutflow = skim_nanoaod(path, cfg, sample.label, norm,
+            columns, cutflow = skim_nanoaod(path, cfg, sample.label, norm, issues=issues,
                                             progress=self.progress_callback(f"{d['sample']} {d['index']}: "))
         n = len(columns["label"])
         if n == 0:
             self.logger.warning(f"{d['sample']} {d['index']}: no event passes the selection")
         meta = {"sample": d["sample"], "source": d["source"], "label": sample.label, "config": cfg.name,
-                "units": cfg.feature_units, "input": d.get("file", ""), "cutflow": cutflow}
+                "units": cfg.feature_units, "input": d.get("file", ""), "cutflow": cutflow,
+                "warnings": issues}
         out = self.output()
         write_ntuple(out["ntuple"].path, columns, meta)
-        write_json(out["cutflow"].path, {"sample": d["sample"], "index": d["index"], "cutflow": cutflow})
+        write_json(out["cutflow"].path, {"sample": d["sample"], "index": d["index"], "cutflow": cutflow,
+                                         "warnings": issues})
         self.publish_message(f"{d['sample']} {d['index']}: {n} events selected")
 
 
@@ -133,28 +191,44 @@ class SkimSummary(AnalysisTask):
 
     def run(self):
         cfg = self.analysis_config
-        summary, cutflows, plot_samples = {}, {}, {}
+        summary, cutflows, plot_samples, unweighted = {}, {}, {}, []
         for s, outputs in self.requires().outputs_by_sample().items():
             files = [t["ntuple"].path for t in outputs]
-            cutflow = merge_cutflows([t["cutflow"].load(formatter="json")["cutflow"] for t in outputs])
-            cols = read_ntuples(files)
+            records = [t["cutflow"].load(formatter="json") for t in outputs]
+            cutflow = merge_cutflows([r["cutflow"] for r in records])
+            issues = [w for r in records for w in r.get("warnings", [])]  # logged by the skim, once per file
+            cols = read_ntuples(files, expect={"sample": s, "label": cfg.sample(s).label})
             n = len(cols["label"])
             if n == 0:
                 raise InputError(f"sample {s!r}: no event passes the selection; cutflow: "
                                  + ", ".join(f"{k}={v['events']}" for k, v in cutflow.items()))
+            expected = float(np.sum(cols["weight"]))
+            if not expected > 0:
+                msg = (f"sample {s!r}: the {n:,} selected events have a total weight of {expected:.6g} "
+                       f"({int(np.sum(cols['weight'] < 0)):,} with negative weight): the expected yield is not "
+                       "positive; the feature plot shows this sample unweighted")
+                log.warning(msg)
+                issues.append(msg)
             cutflows[s] = cutflow
             summary[s] = {"label": cfg.sample(s).label, "files": files, "n_selected": n,
-                          "expected_yield": float(np.sum(cols["weight"])), "cutflow": cutflow}
+                          "expected_yield": expected, "cutflow": cutflow, "warnings": issues}
             keep = slice(0, self.plot_max_events)
-            plot_samples[f"{s} ({n} events)"] = ({k: v[keep] for k, v in cols.items()}, cols["weight"][keep])
+            weights, label = cols["weight"][keep], f"{s} ({n} events)"
+            if not np.sum(weights) > 0:  # plot_features draws unit areas: a non-positive total would vanish
+                weights, label = np.ones(len(weights)), f"{s} ({n} events, unweighted: total weight {expected:.4g})"
+                unweighted.append(s)
+            plot_samples[label] = ({k: v[keep] for k, v in cols.items()}, weights)
         out = self.output()
         write_json(out["cutflow.json"].path, cutflows)
         plot_cutflow(cutflows, out["cutflow.png"].path, title=f"{cfg.name}: cutflow")
-        plot_features(plot_samples, out["features.png"].path, units=cfg.feature_units,
-                      title=f"{cfg.name}: skimmed features")
+        title = f"{cfg.name}: skimmed features"
+        if unweighted:
+            title += f" ({', '.join(unweighted)} unweighted: total weight not positive)"
+        plot_features(plot_samples, out["features.png"].path, units=cfg.feature_units, title=title)
         write_json(out["summary.json"].path, {"config": cfg.name, "luminosity_fb": cfg.luminosity_fb,
-                                              "units": cfg.feature_units, "samples": summary})
+                                              "units": cfg.feature_units, "samples": summary,
+                                              "warnings": [w for v in summary.values() for w in v["warnings"]]})
         for s, v in summary.items():
-            self.publish_message(f"{s}: {v['n_selected']} events selected, expected yield {v['expected_yield']:.1f}")
-
-
+            warned = f" ({len(v['warnings'])} warnings: see summary.json)" if v["warnings"] else ""
+            self.publish_message(f"{s}: {v['n_selected']} events selected, expected yield "
+                                 f"{v['expected_yield']:.1f}{warned}")
