@@ -165,7 +165,34 @@ def bench_end_to_end(config: str, workdir: Path, store: Path | None = None) -> d
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return {"config": config, "wall_seconds": wall, "peak_rss_gib": peak_kb / 2**20,
             "store": str(store) if store else None,
-            "independent_test": independent_test_costs(Path(env["HEPFLOWS_STORE"]), config, "bench")}
+            "independent_test": independent_test_costs(Path(env["HEPFLOWS_STORE"]), config, "bench"),
+            "completeness_check": completeness_check(Path(env["HEPFLOWS_STORE"]), config, "bench")}
+
+
+def completeness_check(store: Path, config: str, version: str = "bench", repeats: int = 3) -> dict:
+    """Cost of deciding that a finished ``RunAnalysis`` is complete: the check walks the whole requirement tree
+    and every branch of every workflow, comparing modification times (:meth:`workflow.base.AnalysisTask.complete`).
+    Each repeat in a fresh process (nothing cached); the number of tasks visited and files compared."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    code = (
+        "import json, time, law, workflow.base as b\n"
+        "from workflow.report import RunAnalysis\n"
+        "t0 = time.perf_counter(); task = RunAnalysis(version=%r, config=%r); done = task.complete()\n"
+        "dt = time.perf_counter() - t0\n"
+        "print(json.dumps({'seconds': dt, 'complete': done, 'tasks': len(b._COMPLETE)}))\n" % (version, config))
+    runs = []
+    for _ in range(repeats):
+        proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True,
+                              env=dict(os.environ, HEPFLOWS_STORE=str(store), PYTHONPATH=str(repo)))
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    secs = [r["seconds"] for r in runs]
+    return {"seconds": {"median": float(np.median(secs)), "runs": secs}, "complete": runs[0]["complete"],
+            "tasks_checked": runs[0]["tasks"]}
 
 
 def independent_test_costs(store: Path, config: str, version: str) -> dict:
@@ -176,7 +203,10 @@ def independent_test_costs(store: Path, config: str, version: str) -> dict:
     timers)."""
     import json
 
-    name = load_config(config).name
+    from workflow.base import config_digest
+
+    cfg = load_config(config)
+    name = f"{cfg.name}-{config_digest(cfg)}"  # the configuration's level of the store
     gen = sorted((store / "GenerateEvents" / name / version).glob("*_truth_*.root"), key=lambda p: p.stat().st_mtime)
     skim = sorted((store / "Skim" / name / version).glob("*_truth_*.root"), key=lambda p: p.stat().st_mtime)
     truth_s = None
@@ -269,7 +299,7 @@ def bench_flows(cfg: AnalysisConfig, quick: bool, workdir: Path) -> dict:
     }
 
 
-STAGES = ("generator", "skim", "skim_scaling", "flows", "evaluation", "limits", "end_to_end")
+STAGES = ("generator", "skim", "skim_scaling", "flows", "evaluation", "limits", "end_to_end", "completeness")
 
 
 def run_all(cfg: AnalysisConfig, quick: bool, only: tuple[str, ...] = STAGES, e2e_store: Path | None = None) -> dict:
@@ -284,6 +314,8 @@ def run_all(cfg: AnalysisConfig, quick: bool, only: tuple[str, ...] = STAGES, e2
         "evaluation": lambda w: bench_evaluation(cfg, 50_000 if quick else 1_000_000, 1 if quick else 3, w),
         "limits": lambda w: bench_limits(5 if quick else 20, 5),
         "end_to_end": lambda w: bench_end_to_end(cfg.name, w / "e2e", e2e_store),
+        # on a finished run (version "bench") in --e2e-store, e.g. the one end_to_end just wrote
+        "completeness": lambda w: completeness_check(e2e_store, cfg.name) if e2e_store else None,
     }
     out = {}
     with tempfile.TemporaryDirectory(prefix="hepflows-bench-") as d:

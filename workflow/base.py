@@ -30,7 +30,6 @@ import os
 import re
 import shlex
 import sys
-import time
 
 import law
 import luigi
@@ -302,28 +301,20 @@ if not any(isinstance(f, _UserErrorFilter) for f in logging.getLogger("luigi-int
     logging.getLogger("luigi-interface").addFilter(_UserErrorFilter())
 
 
-@luigi.Task.event_handler(luigi.Event.START)
-def _remember_start(task) -> None:
-    task._hepflows_started = time.time()
-
-
 @luigi.Task.event_handler(luigi.Event.FAILURE)
-def _remove_partial_outputs(task, exception) -> None:
-    """A plain task or a workflow branch that failed removes the outputs it wrote in this attempt (files are
-    written atomically, but a task with several outputs may have written some of them), so nothing it leaves
-    looks like a result. Workflows themselves keep the outputs of their successful branches."""
+def _remove_outputs_of_failed_task(task, exception) -> None:
+    """A plain task or a workflow branch that failed removes its outputs: those it wrote in this attempt (files
+    are written atomically, but a task with several outputs may have written some of them) and those of an
+    earlier run, which are out of date or the task would not have run. Nothing it leaves looks like a result.
+    Workflows themselves keep the outputs of their successful branches."""
     if not isinstance(task, AnalysisTask) or (isinstance(task, law.BaseWorkflow) and task.is_workflow()):
         return
-    started = getattr(task, "_hepflows_started", None)
-    if started is None:
-        return
     for target in law.target.collection.flatten_collections(task.output()):
-        m = _mtime(target)
-        if m is not None and m >= started - 1.0:
-            try:
+        try:
+            if target.exists():
                 target.remove()
-            except Exception:  # never hide the original failure behind a clean-up problem
-                pass
+        except Exception:  # never hide the original failure behind a clean-up problem
+            pass
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -355,6 +346,11 @@ class AnalysisWorkflow(AnalysisTask, law.LocalWorkflow, law.htcondor.HTCondorWor
                                              description="maximum runtime per HTCondor job; default: 2h")
 
     exclude_params_branch = {"htcondor_cpus", "htcondor_memory", "htcondor_runtime"}
+
+    def workflow_complete(self) -> bool:
+        """law asks the workflow proxy, which asks this hook: the same check as every task
+        (:meth:`AnalysisTask.complete`: the whole requirement tree and every branch)."""
+        return AnalysisTask.complete(self)
 
     def htcondor_output_directory(self):
         return law.LocalDirectoryTarget(self.local_path("htcondor"))

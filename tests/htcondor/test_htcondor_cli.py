@@ -51,7 +51,7 @@ def _jobs(e) -> list[dict]:
 def test_chain_on_htcondor_matches_local_run(condor_env, chain_config):
     e = condor_env
     law(e, "TrainFlow", "--version", "local", "--config", chain_config)
-    law(e, "TrainFlow", "--version", "condor", "--config", chain_config, *CONDOR, timeout=600)
+    law(e, "TrainFlow", "--version", "condor", "--config", chain_config, *CONDOR, timeout=2400)
     jobs = _jobs(e)
     # GenerateEvents (2 files), Skim (2 files), TrainFlow (1 model x seed): three stages of jobs, all succeeded
     assert len(jobs) == 5 and all(j["status"] == 4 and j["exit_code"] == 0 for j in jobs)
@@ -79,7 +79,7 @@ def test_chain_on_htcondor_matches_local_run(condor_env, chain_config):
 def test_failed_job_is_retried(condor_env):
     e = dict(condor_env, FAKE_CONDOR_FAIL_FIRST="1")
     law(e, "GenerateEvents", "--version", "retry", "--config", e["TINY_CONFIG"], *CONDOR, "--retries", "1",
-        timeout=400)
+        timeout=1800)
     jobs = _jobs(e)
     assert len(jobs) == 3  # two branches, one of them submitted twice
     assert sum(j["exit_code"] == 1 for j in jobs) == 1 and sum(j["exit_code"] == 0 for j in jobs) == 2
@@ -93,14 +93,14 @@ def test_killed_submission_resumes(condor_env):
     proc = subprocess.Popen(args, env=e, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     records = store(e, "GenerateEvents", "tiny", "killed", "htcondor")
-    deadline = time.time() + 120
+    deadline = time.time() + 900
     while not list(records.glob("htcondor_jobs_*.json")) and time.time() < deadline:
         time.sleep(0.5)
     time.sleep(1)
     os.killpg(proc.pid, signal.SIGKILL)  # the submitting process dies; its jobs keep running
     proc.wait()
     assert _jobs(e) and not list(store(e, "GenerateEvents", "tiny", "killed").glob("*.root"))
-    law(e, "Skim", "--version", "killed", "--config", e["TINY_CONFIG"], *CONDOR, timeout=400)
+    law(e, "Skim", "--version", "killed", "--config", e["TINY_CONFIG"], *CONDOR, timeout=1800)
     jobs = _jobs(e)
     # the generation jobs of the killed run were picked up again, not submitted a second time
     assert len(jobs) == 4 and len({j["cluster"] for j in jobs}) == 2

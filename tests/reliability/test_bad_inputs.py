@@ -398,5 +398,7 @@ def test_command_line_stops_before_any_work(env, tmp_path, nanoaod_file):
         out = proc.stdout + proc.stderr
         assert proc.returncode != 0, out
         assert message in out, out
+        # one message, printed once, no traceback
+        assert out.count(message) == 1 and "Traceback" not in out, out
         skim = Path(env["HEPFLOWS_STORE"]) / "Skim"
         assert not [p for p in skim.rglob("*") if p.is_file()], out

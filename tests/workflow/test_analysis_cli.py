@@ -41,7 +41,7 @@ def analysis_config(env, tmp_path_factory):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def ran(env, analysis_config):  # noqa: F811
-    return law(env, "RunAnalysis", *RUN, "--config", analysis_config, "--workers", "2", timeout=900)
+    return law(env, "RunAnalysis", *RUN, "--config", analysis_config, "--workers", "2", timeout=2400)
 
 
 def test_report_and_every_stage(env, analysis_config, ran):  # noqa: F811

@@ -32,7 +32,7 @@ def env(tmp_path_factory):
     return e
 
 
-def law(env, *args, check=True, timeout=300):
+def law(env, *args, check=True, timeout=1800):
     proc = subprocess.run([LAW, "run", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"law run {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -132,12 +132,12 @@ def test_killed_task_leaves_no_complete_looking_output(env, tmp_path):
     proc = subprocess.Popen([LAW, "run", "GenerateEvents", "--version", "v1", "--config", str(cfg), "--branch", "0"],
                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # wait until the first batch is written, then kill the job hard
-    deadline = time.time() + 120
+    deadline = time.time() + 900
     while time.time() < deadline and not list(out.parent.glob(".background_0.root.*")):
         time.sleep(0.2)
     assert list(out.parent.glob(".background_0.root.*")), "generation never started"
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc.wait(timeout=300)
     assert not out.exists()
     status = law(env, "GenerateEvents", "--version", "v1", "--config", str(cfg), "--branch", "0",
                  "--print-status", "0").stdout
