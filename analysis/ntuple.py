@@ -74,9 +74,14 @@ def write_ntuple(path: str | os.PathLike, columns: dict[str, np.ndarray], metada
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The JSON provenance stored with a flat ntuple (empty if the file has none)."""
+    """The JSON provenance stored with a flat ntuple (empty if the file has none); :class:`InputError` naming the
+    file if it cannot be read (truncated, corrupt)."""
     f = open_root_file(path)
-    return json.loads(str(f["hepflows_metadata"])) if "hepflows_metadata" in f else {}
+    try:
+        return json.loads(str(f["hepflows_metadata"])) if "hepflows_metadata" in f else {}
+    except Exception as e:  # uproot raises OSError, ValueError, KeyError, ... for a damaged file
+        raise InputError(f"{path}: unreadable ntuple, truncated or corrupt ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
 def feature_matrix(columns: dict[str, np.ndarray]) -> np.ndarray:
@@ -97,10 +102,7 @@ def _describe(values: dict) -> str:
 
 def _check_provenance(path: str | os.PathLike, expect: dict) -> None:
     """:class:`InputError` unless the metadata stored with ``path`` has the values of ``expect``."""
-    try:
-        meta = read_metadata(path)
-    except ValueError as e:  # JSONDecodeError
-        raise InputError(f"{path}: unreadable hepflows_metadata ({type(e).__name__}: {e})") from None
+    meta = read_metadata(path)
     found = {k: meta.get(k) for k in expect}
     if any(found[k] != v for k, v in expect.items()):
         absent = [k for k in expect if k not in meta]

@@ -93,15 +93,19 @@ def _cached_digest(name: str, input_path: str) -> str:
 
 def config_digest(cfg: AnalysisConfig) -> str:
     """Eight hex digits of the SHA-256 of the resolved configuration: every setting after defaults are filled in
-    (the free-text ``description`` and the ``name``, a level of its own, left out) and the resolved input paths
-    of the samples. Any edit that can change a result changes it."""
+    (the free-text ``description`` and the ``name``, a level of its own, left out) and the input paths of the
+    samples as configured (relative ones are relative to the repository, so every checkout shares the digest).
+    Any edit of the configuration that can change a result changes it; edited input files make the tasks that
+    read them out of date instead (:meth:`AnalysisTask.external_inputs`)."""
     content = config_to_dict(cfg)
     content.pop("description", None)
     content.pop("name", None)
     inputs = {}
     for name, s in cfg.samples.items():
         paths = [getattr(s, "path", "")] + list(getattr(s, "files", ()) or ())
-        inputs[name] = [str(cfg.resolve_path(p)) for p in paths if p]
+        # as configured (variables and ~ expanded): a relative path means the same file in every checkout,
+        # so a job on a worker that mounts the repository elsewhere finds the same store directory
+        inputs[name] = [os.path.expandvars(os.path.expanduser(p)) for p in paths if p]
     text = json.dumps({"config": content, "inputs": inputs}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
@@ -111,6 +115,13 @@ def _mtime(target) -> float | None:
     try:
         return os.stat(target.path).st_mtime
     except (AttributeError, OSError):
+        return None
+
+
+def _path_mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
         return None
 
 
@@ -177,6 +188,7 @@ class AnalysisTask(law.Task):
         if isinstance(self, law.BaseWorkflow) and self.is_workflow():
             return True  # each branch compares its own inputs and outputs
         times = [_mtime(t) for t in law.target.collection.flatten_collections(self.input())]
+        times += [_path_mtime(p) for p in self.external_inputs()]
         if not times:
             return True
         if any(m is None for m in times):
@@ -184,6 +196,11 @@ class AnalysisTask(law.Task):
         newest_input = max(times)
         outputs = law.target.collection.flatten_collections(self.output())
         return all(_mtime(t) is None or _mtime(t) >= newest_input for t in outputs)
+
+    def external_inputs(self) -> list[str]:
+        """Input files outside the store that this task reads (NanoAOD files, a HIGGS CSV): edited or replaced,
+        they make the task out of date like a changed upstream output. None by default."""
+        return []
 
     @property
     def analysis_config(self) -> AnalysisConfig:
@@ -251,19 +268,38 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def _user_error_names() -> tuple[str, ...]:
-    return tuple(f"{t.__module__}.{t.__qualname__}" for t in user_error_types()) + ("SystemExit",)
+    return tuple(f"{t.__module__}.{t.__qualname__}" for t in user_error_types()) + (
+        "SystemExit", "luigi.parameter.MissingParameterException")
 
 
 _REPORTED: set[str] = set()
 
 
+def _first_report(message: str) -> bool:
+    """Whether ``message`` is reported here for the first time in this run: in this process, and (by creating a
+    marker file exclusively) in the other worker processes of the same ``law run`` (one process group)."""
+    if message in _REPORTED:
+        return False
+    _REPORTED.add(message)
+    try:
+        import tempfile
+        folder = os.path.join(tempfile.gettempdir(), f"hepflows-{os.getuid()}", f"reported-{os.getpgrp()}")
+        os.makedirs(folder, exist_ok=True)
+        marker = os.path.join(folder, hashlib.sha256(message.encode()).hexdigest()[:16])
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        return False
+    except OSError:
+        pass  # no shared marker possible: at worst one line per worker process
+    return True
+
+
 def report_user_error(message: str) -> None:
-    """Print ``hepflows: <message>`` on stderr, once per process for the same message."""
+    """Print ``hepflows: <message>`` on stderr, once per run for the same message (also with ``--workers N``)."""
     message = message.strip()
     if message.startswith("hepflows: "):
         message = message[len("hepflows: "):]
-    if message and message not in _REPORTED:
-        _REPORTED.add(message)
+    if message and _first_report(message):
         print(f"hepflows: {message}", file=sys.stderr, flush=True)
 
 
@@ -273,7 +309,8 @@ def user_error_message(record: logging.LogRecord) -> str | None:
     "Will not run ... due to error in complete()/deps() method")."""
     if record.exc_info and record.exc_info[1] is not None:
         exc = record.exc_info[1]
-        if isinstance(exc, user_error_types() + (SystemExit,)) and str(exc):
+        if isinstance(exc, user_error_types() + (SystemExit, luigi.parameter.MissingParameterException)) \
+                and str(exc):
             return str(exc)
         return None
     text = record.getMessage()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import math
@@ -14,7 +15,7 @@ import numpy as np
 from analysis.io import InputError, write_json
 from analysis.ntuple import read_ntuples, write_ntuple
 from analysis.plotting import plot_cutflow, plot_features
-from analysis.readers import check_higgs_head, count_higgs_rows
+from analysis.readers import check_higgs_head, check_nanoaod, count_higgs_rows
 from analysis.skim import merge_cutflows, sample_normalisation, skim_higgs_csv, skim_nanoaod
 from workflow.base import AnalysisTask, AnalysisWorkflow
 from workflow.ntuples import GenerateEvents
@@ -36,6 +37,13 @@ def _check_root_file(path: str) -> None:
         raise InputError(f"{path}: file is empty")
     if magic != b"root":
         raise InputError(f"{path}: not a ROOT file (it starts with {magic!r}, a ROOT file with b'root')")
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_nanoaod(path: str, mtime: float, size: int, btag: str, met: str) -> None:
+    """:func:`~analysis.readers.check_nanoaod` once per file version and process (about 10 ms a file): the
+    branches the skim needs and a file that is not cut off, before any branch runs."""
+    check_nanoaod(path, btag, met)
 
 
 def _listed(real: str, sample: str, entry: str, path: str) -> str:
@@ -63,6 +71,8 @@ def _nanoaod_files(cfg, name: str, sample, seen: dict[str, tuple[str, str, str]]
             raise InputError(f"{resolved}: no such file{broken} (sample {name!r}, files entry {pattern!r})")
         for path in matches:
             _check_root_file(path)
+            st = os.stat(path)
+            _checked_nanoaod(path, st.st_mtime, st.st_size, cfg.skim.btag_discriminant, cfg.skim.met_collection)
             real = os.path.realpath(path)
             if real in seen:
                 raise InputError(f"{real}: input file listed twice, in {_listed(real, *seen[real])} and in "
@@ -109,6 +119,9 @@ class Skim(AnalysisWorkflow):
                               "start": i * s.events_per_file, "stop": min((i + 1) * s.events_per_file, n_rows)}
                              for i in range(chunks)]
         return dict(enumerate(branches))
+
+    def external_inputs(self) -> list[str]:
+        return [self.branch_data["file"]] if self.is_branch() and "file" in self.branch_data else []
 
     def htcondor_output_directory(self):
         # the truth samples keep their submission records apart (same store directory, other branches)
