@@ -342,6 +342,10 @@ class FlowGenerationConfig:
     batch_size: int = 20_000
     # generated events per model for the evaluation (it compares with half the reference partition at most)
     evaluation_events: int = 20_000
+    # reject generated events outside the physical support of the training sample (a jet closer to the lepton or
+    # to another jet than any training event has it): the density becomes the flow's restricted to the support
+    # and renormalised; the acceptance is recorded with the events
+    reject_outside_support: bool = True
 
     def validate(self, path: str) -> None:
         for name in ("n_events", "events_per_chunk", "batch_size", "evaluation_events"):
@@ -379,6 +383,9 @@ class FlowConfig:
     seeds: tuple[int, ...] = (1,)
     analysis_seeds: tuple[int, ...] = (1, 2, 3)
     hyperparameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # model the jets' pT as the leading pT and ratios, so every generated event has its jets in pT order (where
+    # the training data are ordered: features in GeV); false: the four pTs as independent features
+    ordered_jets: bool = True
     training: FlowTrainingConfig = FlowTrainingConfig()
     generation: FlowGenerationConfig = FlowGenerationConfig()
     replicas: FlowReplicaConfig = FlowReplicaConfig()

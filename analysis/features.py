@@ -42,6 +42,8 @@ FEATURES = LOW_LEVEL + HIGH_LEVEL
 
 BTAG_FEATURES = [f"jet{i}_btag" for i in range(1, 5)]
 BTAG_SCORES = [f"jet{i}_btag_score" for i in range(1, 5)]
+# the skim stores the four leading jets in decreasing pT (in GeV; the HIGGS CSV's normalised jets are not)
+JET_PTS = [f"jet{i}_pt" for i in range(1, 5)]
 """The continuous b-tag discriminants of the four leading jets: not HIGGS features, but kept by the skim of
 NanoAOD (simulated or real) so that a generator can model them and derive the discrete levels from them."""
 ANGLE_FEATURES = ["lepton_phi", "missing_energy_phi"] + [f"jet{i}_phi" for i in range(1, 5)]

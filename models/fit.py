@@ -31,6 +31,15 @@ from .training import (
 )
 
 
+def ordered_columns(training: dict[str, np.ndarray], ordered: Sequence[str]) -> list[str]:
+    """``ordered`` (e.g. the jets' pT) if the training data hold them positive and in decreasing order in every
+    event (as the skim stores jets in GeV), else none: what the :class:`Preprocessor` may model as ratios."""
+    if not ordered or any(f not in training for f in ordered):
+        return []
+    cols = np.stack([np.asarray(training[f], np.float64) for f in ordered], axis=1)
+    return list(ordered) if len(cols) and np.all(cols > 0) and np.all(np.diff(cols, axis=1) <= 0) else []
+
+
 def generator_columns(available: Iterable[str], feature_units: str,
                       btag_working_points: Sequence[float]) -> tuple[list[str], list[str], list[float]]:
     """What a generator is trained on, given the ntuple columns ``available``: the 28 features, plus the jets'
@@ -65,17 +74,20 @@ def fit_generator(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     checkpoint_path: str | None = None,
     btag_working_points: list[float] = (),
+    ordered: list[str] = (),
 ) -> GeneratorFit:
     """Preprocess (fitted on ``partitions["train"]``), train zoo model ``name`` with early stopping on
     ``partitions["validation"]``, and assess it on ``partitions["reference"]``. ``derived`` features (and the
-    ``btag_working_points`` that b-tag levels derived from scores need) go to the :class:`Preprocessor`. With
+    ``btag_working_points`` that b-tag levels derived from scores need, and the ``ordered`` features, modelled as
+    ratios so that they stay in decreasing order) go to the :class:`Preprocessor`. With
     ``checkpoint_path``, every new best state is written there (the last good checkpoint survives a failed
     training)."""
     if len(partitions["train"]) < 2:
         raise ValueError(f"flow {name!r}: the training partition holds {len(partitions['train'])} events; at "
                          "least 2 are needed")
     rng = np.random.default_rng(settings.seed)
-    prep = Preprocessor(features, derived=list(derived), btag_working_points=btag_working_points)
+    prep = Preprocessor(features, derived=list(derived), btag_working_points=btag_working_points,
+                        ordered=list(ordered))
     prep.fit(partitions["train"], rng)
     z = {p: prep.forward(x, rng) for p, x in partitions.items()}
     torch.manual_seed(settings.seed)
@@ -110,19 +122,42 @@ def fit_generator(
 
 def write_generated(path: str, model: torch.nn.Module, preprocessor: Preprocessor, n: int, first_event: int,
                     weight: float, seed: int, batch_size: int, metadata: dict[str, Any], device: str = "cpu",
-                    progress: Callable[[int, int], None] | None = None) -> None:
+                    progress: Callable[[int, int], None] | None = None,
+                    accept: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None) -> None:
     """Sample ``n`` background events and write them, batch by batch, as a flat ntuple with ``generated = 1``,
     ``label = 0``, event numbers from ``first_event`` and weight ``weight`` each. Memory is bounded by
-    ``batch_size``, not by ``n``; the file appears only when complete."""
-    done = 0
-    with ntuple_writer(path, metadata, [f for f in preprocessor.features if f in OPTIONAL_COLUMNS]) as writer:
-        for z in sample_batches(model, n, batch_size, seed, device):
+    ``batch_size``, not by ``n``; the file appears only when complete.
+
+    With ``accept`` (columns -> boolean mask), events outside the physical support are rejected and sampling goes
+    on until ``n`` are accepted: the sample then follows the flow's density restricted to the support and
+    renormalised, ``p(x) / A`` with ``A`` the acceptance, which is written to the metadata (``acceptance``,
+    ``log_acceptance``: add ``-log_acceptance`` to the flow's log-density of an accepted event)."""
+    done = drawn = accepted = 0
+    optional = [f for f in preprocessor.features if f in OPTIONAL_COLUMNS]
+    with ntuple_writer(path, metadata, optional) as writer:
+        stream = sample_batches(model, n if accept is None else 2**62, batch_size, seed, device)
+        for z in stream:
             x = preprocessor.inverse(z)
-            m = len(x)
             cols = dict(zip(preprocessor.features, x.T))
+            drawn += len(x)
+            if accept is not None:
+                keep = np.asarray(accept(cols), dtype=bool)
+                accepted += int(keep.sum())
+                take = np.flatnonzero(keep)[:n - done]
+                cols = {k: v[take] for k, v in cols.items()}
+                if drawn >= 100 * (n + batch_size) and accepted < 0.01 * drawn:
+                    raise ValueError(f"{path}: fewer than 1 % of the generated events lie in the physical support "
+                                     f"({accepted} of {drawn}); the flow is unusable")
+            m = len(cols[preprocessor.features[0]])
             cols.update(label=np.zeros(m, np.int32), generated=np.ones(m, np.int32), weight=np.full(m, weight),
                         event=np.arange(first_event + done, first_event + done + m))
             writer.extend(cols)
             done += m
             if progress is not None:
                 progress(done, n)
+            if done >= n:
+                break
+        stream.close()
+        if accept is not None:
+            acceptance = accepted / drawn
+            metadata.update(acceptance=acceptance, log_acceptance=float(np.log(acceptance)), drawn=drawn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import zlib
 
@@ -10,11 +11,13 @@ import luigi
 import numpy as np
 
 from analysis.config import PARTITIONS
+from analysis.features import JET_PTS
+from analysis.fidelity import in_support, support_thresholds
 from analysis.io import InputError, write_json
 from analysis.ntuple import OPTIONAL_COLUMNS, read_ntuples, write_ntuple
 from analysis.partition import bootstrap_rows, split_sample
 from analysis.plotting import plot_features, plot_training_history
-from models.fit import fit_generator, generator_columns, write_generated
+from models.fit import fit_generator, generator_columns, ordered_columns, write_generated
 from models.flows import hyperparameters
 from models.io import load_generator, save_generator
 from models.training import NonFiniteLossError, TrainSettings
@@ -210,7 +213,9 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
             self.publish_progress(100.0 * rec.epoch / t.epochs)
 
         try:
-            fit = fit_generator(name, hyper, data, columns, settings, derived, on_epoch, ckpt.path, wps)
+            ordered = ordered_columns(cols["train"], JET_PTS) if cfg.flows.ordered_jets else []
+            fit = fit_generator(name, hyper, data, columns, settings, derived, on_epoch, ckpt.path, wps,
+                                ordered=ordered)
         except ValueError as e:
             raise InputError(f"flow ({name}, seed {seed}): {e}") from None
         except NonFiniteLossError as e:
@@ -219,8 +224,10 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
 
         m = fit.metrics
         out = self.output()
+        support = support_thresholds(cols["train"]) if cfg.feature_units == "GeV" else {}
         save_generator(out["model.pt"].path, name, hyper, fit.model.state_dict(), fit.preprocessor,
-                       {"seed": seed, "bootstrap": self.branch_data["bootstrap"], "config": cfg.name, "partition_sizes": m["partition_sizes"],
+                       {"seed": seed, "bootstrap": self.branch_data["bootstrap"], "config": cfg.name,
+                        "support": support, "partition_sizes": m["partition_sizes"],
                         "test_nll": m["nll"]["test"], "gaussian_test_nll": m["nll"]["gaussian_test"],
                         "test_median_nll": m["nll"]["test_median"]})
         write_json(out["metrics.json"].path, m)
@@ -300,5 +307,8 @@ class SampleFlow(FlowTask, AnalysisWorkflow):
                 "generated": True, "chunk": self.branch, "total_events": self.total_events, "config": cfg.name,
                 "expected_yield": expected, "units": cfg.feature_units,
                 "partition_sizes": payload["metadata"].get("partition_sizes", {})}
+        support = payload["metadata"].get("support", {}) if cfg.flows.generation.reject_outside_support else {}
+        accept = functools.partial(in_support, thresholds=support) if support else None
+        meta["support"] = support
         write_generated(self.output().path, model, prep, n, start, weight, seed, cfg.flows.generation.batch_size,
-                        meta, self.device, progress=self.progress_callback(f"chunk {self.branch}: "))
+                        meta, self.device, progress=self.progress_callback(f"chunk {self.branch}: "), accept=accept)

@@ -124,3 +124,31 @@ def test_empty_partitions_are_rejected(flow_data):
         train_model(model, z["train"][:0], z["validation"], TrainSettings(epochs=1))
     with pytest.raises(ValueError, match="validation partition is empty"):
         train_model(model, z["train"], z["validation"][:0], TrainSettings(epochs=1))
+
+
+def test_rejection_keeps_the_restricted_density_and_records_the_acceptance(tmp_path, background_partitions):
+    """``write_generated`` with ``accept``: exactly n events, all accepted, drawn from the same stream as without
+    it (the accepted events are the unrestricted sample's in order), and the acceptance recorded."""
+    from analysis.fidelity import in_support, support_thresholds
+    from analysis.ntuple import read_metadata, read_ntuples
+    from models.fit import write_generated
+
+    train = background_partitions["train"]
+    prep = Preprocessor(FEATURES, derived=["m_lv"]).fit(train, np.random.default_rng(1))
+    torch.manual_seed(3)
+    model = build_flow("realnvp", prep.flow_features, {"transforms": 2, "hidden_features": [16]})  # untrained
+    support = support_thresholds(dict(zip(FEATURES, train.T)))
+    assert 0.3 < support["jet_lepton"] <= 0.45 and 0.2 < support["jet_jet"] <= 0.45
+    accept = lambda c: in_support(c, support)  # noqa: E731
+    plain, restricted = tmp_path / "plain.root", tmp_path / "restricted.root"
+    write_generated(str(plain), model, prep, 6000, 0, 1.0, 11, 2000, {"sample": "generated"})
+    meta = {"sample": "generated"}
+    write_generated(str(restricted), model, prep, 3000, 0, 1.0, 11, 2000, meta, accept=accept)
+    a, b = read_ntuples([plain]), read_ntuples([restricted])
+    keep = accept(a)
+    assert len(b["label"]) == 3000 and accept(b).all() and 0.05 < keep.mean() < 0.99
+    # the same stream: the accepted events are the unrestricted ones that pass, in order
+    np.testing.assert_array_equal(b["jet1_pt"][: int(keep[:2000].sum())], a["jet1_pt"][:2000][keep[:2000]])
+    stored = read_metadata(restricted)
+    assert stored["acceptance"] == pytest.approx(meta["acceptance"]) and 0.05 < stored["acceptance"] < 0.99
+    assert stored["log_acceptance"] == pytest.approx(np.log(stored["acceptance"]))
