@@ -148,3 +148,34 @@ def compute_features(lepton: dict, met: dict, jets: dict, btag_working_points: l
     for i, name in enumerate(BTAG_SCORES):
         out[name] = np.asarray(jets["btag"])[:, i]
     return {k: np.asarray(out[k], dtype=np.float32) for k in FEATURES + BTAG_SCORES}
+
+
+# physical support of generated events (used to reject events outside it)
+
+def min_separations(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per event, the smallest Delta R between a jet and the lepton (``jet_lepton``) and between two of the four
+    jets (``jet_jet``)."""
+    c = columns
+    jets = [f"jet{i}" for i in range(1, 5)]
+
+    def delta_r(a: str, b: str) -> np.ndarray:
+        deta = np.asarray(c[f"{a}_eta"], np.float64) - np.asarray(c[f"{b}_eta"], np.float64)
+        dphi = np.mod(np.asarray(c[f"{a}_phi"], np.float64) - np.asarray(c[f"{b}_phi"], np.float64) + np.pi,
+                      2 * np.pi) - np.pi
+        return np.hypot(deta, dphi)
+
+    jl = np.min([delta_r(j, "lepton") for j in jets], axis=0)
+    jj = np.min([delta_r(j, k) for m, j in enumerate(jets) for k in jets[m + 1:]], axis=0)
+    return {"jet_lepton": jl, "jet_jet": jj}
+
+
+def support_thresholds(training: dict[str, np.ndarray]) -> dict[str, float]:
+    """The physical support of the training sample in the separations of :func:`min_separations`: their
+    minima (the skim's Delta R cut between jets and the lepton, the jet clustering's between jets)."""
+    return {k: float(np.min(v)) for k, v in min_separations(training).items()}
+
+
+def in_support(columns: dict[str, np.ndarray], thresholds: dict[str, float]) -> np.ndarray:
+    """Whether each event lies inside the support ``thresholds`` of :func:`support_thresholds`."""
+    seps = min_separations(columns)
+    return np.logical_and.reduce([seps[k] >= t for k, t in thresholds.items()])

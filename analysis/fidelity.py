@@ -41,6 +41,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from .features import BTAG_FEATURES, BTAG_SCORES, FEATURES, HIGH_LEVEL, btag_levels  # noqa: E402
+from .features import in_support, min_separations, support_thresholds  # noqa: E402,F401  (re-exported)
 from .metrics import hanley_mcneil_error  # noqa: E402
 from .plotting import save_figure  # noqa: E402
 
@@ -303,28 +304,6 @@ def group_aucs(a_cols: dict[str, np.ndarray], b_cols: dict[str, np.ndarray], siz
 def _delta_r(eta1, phi1, eta2, phi2) -> np.ndarray:
     deta = np.asarray(eta1, dtype=np.float64) - np.asarray(eta2, dtype=np.float64)
     return np.hypot(deta, wrap_angle(np.asarray(phi1, dtype=np.float64) - np.asarray(phi2, dtype=np.float64)))
-
-
-def min_separations(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per event, the smallest Delta R between a jet and the lepton (``jet_lepton``) and between two of the four
-    jets (``jet_jet``)."""
-    c = columns
-    jl = np.min([_delta_r(c[f"{j}_eta"], c[f"{j}_phi"], c["lepton_eta"], c["lepton_phi"]) for j in JETS], axis=0)
-    jj = np.min([_delta_r(c[f"{j}_eta"], c[f"{j}_phi"], c[f"{k}_eta"], c[f"{k}_phi"])
-                 for m, j in enumerate(JETS) for k in JETS[m + 1:]], axis=0)
-    return {"jet_lepton": jl, "jet_jet": jj}
-
-
-def support_thresholds(training: dict[str, np.ndarray]) -> dict[str, float]:
-    """The physical support of the training sample in the separations of :func:`min_separations`: their
-    minima (the skim's Delta R cut between jets and the lepton, the jet clustering's between jets)."""
-    return {k: float(np.min(v)) for k, v in min_separations(training).items()}
-
-
-def in_support(columns: dict[str, np.ndarray], thresholds: dict[str, float]) -> np.ndarray:
-    """Whether each event lies inside the support ``thresholds`` of :func:`support_thresholds`."""
-    seps = min_separations(columns)
-    return np.logical_and.reduce([seps[k] >= t for k, t in thresholds.items()])
 
 
 def validity_masks(columns: dict[str, np.ndarray], min_dr: float = 0.4,

@@ -11,8 +11,7 @@ import luigi
 import numpy as np
 
 from analysis.config import PARTITIONS
-from analysis.features import JET_PTS
-from analysis.fidelity import in_support, support_thresholds
+from analysis.features import JET_PTS, in_support, support_thresholds
 from analysis.io import InputError, write_json
 from analysis.ntuple import OPTIONAL_COLUMNS, read_ntuples, write_ntuple
 from analysis.partition import bootstrap_rows, split_sample
