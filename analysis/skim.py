@@ -265,6 +265,21 @@ def _plausibility_warnings(path, cfg: AnalysisConfig, checks: dict) -> list[str]
     return found
 
 
+def yield_warning(sample: str, weights: np.ndarray) -> str | None:
+    """A warning (logged on the ``hepflows`` logger, and returned) when the selected events of ``sample`` weigh
+    zero or less in total: a negative expected yield is not a physics result, and the feature plot shows such a
+    sample unweighted. None for a positive total."""
+    weights = np.asarray(weights, dtype=np.float64)
+    total = float(np.sum(weights))
+    if total > 0:
+        return None
+    msg = (f"sample {sample!r}: the {len(weights):,} selected events have a total weight of {total:.6g} "
+           f"({int(np.sum(weights < 0)):,} with negative weight): the expected yield is not positive; the "
+           "feature plot shows this sample unweighted")
+    log.warning(msg)
+    return msg
+
+
 def sample_normalisation(cfg: AnalysisConfig, sample_name: str, files: list[str | os.PathLike]) -> float:
     """cross-section x luminosity / (sum of generator weights over all files of the sample). A bad file stops
     every file of the sample: its error names it and says why the others need it."""

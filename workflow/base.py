@@ -111,17 +111,10 @@ def config_digest(cfg: AnalysisConfig) -> str:
 
 
 def _mtime(target) -> float | None:
-    """Modification time of a local target, None when it does not exist (or is not local)."""
+    """Modification time of a local target or a path, None when it does not exist (or is not local)."""
     try:
-        return os.stat(target.path).st_mtime
+        return os.stat(target if isinstance(target, str) else target.path).st_mtime
     except (AttributeError, OSError):
-        return None
-
-
-def _path_mtime(path: str) -> float | None:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
         return None
 
 
@@ -188,7 +181,7 @@ class AnalysisTask(law.Task):
         if isinstance(self, law.BaseWorkflow) and self.is_workflow():
             return True  # each branch compares its own inputs and outputs
         times = [_mtime(t) for t in law.target.collection.flatten_collections(self.input())]
-        times += [_path_mtime(p) for p in self.external_inputs()]
+        times += [_mtime(p) for p in self.external_inputs()]
         if not times:
             return True
         if any(m is None for m in times):
@@ -258,18 +251,20 @@ class AnalysisTask(law.Task):
 # ------------------------------------------------------------------------------------------------------------
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    """Exceptions that describe a problem with the user's inputs or configuration (their message says what and
-    where), as opposed to a bug: printed as one line, without a traceback."""
+    """Exceptions that describe a problem with the user's inputs, configuration or command line (their message
+    says what and where), as opposed to a bug: printed as one line, without a traceback."""
     from analysis.io import InputError
     from analysis.statistics import StatisticsError
     from analysis.templates import TemplateError
     from models.training import NonFiniteLossError
-    return (InputError, ConfigError, StatisticsError, TemplateError, NonFiniteLossError)
+    return (InputError, ConfigError, StatisticsError, TemplateError, NonFiniteLossError, SystemExit,
+            luigi.parameter.MissingParameterException)
 
 
 def _user_error_names() -> tuple[str, ...]:
-    return tuple(f"{t.__module__}.{t.__qualname__}" for t in user_error_types()) + (
-        "SystemExit", "luigi.parameter.MissingParameterException")
+    """The names under which tracebacks print :func:`user_error_types` (``SystemExit`` without its module)."""
+    return tuple(t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+                 for t in user_error_types())
 
 
 _REPORTED: set[str] = set()
@@ -309,8 +304,7 @@ def user_error_message(record: logging.LogRecord) -> str | None:
     "Will not run ... due to error in complete()/deps() method")."""
     if record.exc_info and record.exc_info[1] is not None:
         exc = record.exc_info[1]
-        if isinstance(exc, user_error_types() + (SystemExit, luigi.parameter.MissingParameterException)) \
-                and str(exc):
+        if isinstance(exc, user_error_types()) and str(exc):
             return str(exc)
         return None
     text = record.getMessage()

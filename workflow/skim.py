@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import glob
-import logging
 import math
-import os
 
 import law
 import luigi
@@ -15,72 +11,10 @@ import numpy as np
 from analysis.io import InputError, write_json
 from analysis.ntuple import read_ntuples, write_ntuple
 from analysis.plotting import plot_cutflow, plot_features
-from analysis.readers import check_higgs_head, check_nanoaod, count_higgs_rows
-from analysis.skim import merge_cutflows, sample_normalisation, skim_higgs_csv, skim_nanoaod
+from analysis.readers import check_higgs_head, count_higgs_rows, nanoaod_input_files
+from analysis.skim import merge_cutflows, sample_normalisation, skim_higgs_csv, skim_nanoaod, yield_warning
 from workflow.base import AnalysisTask, AnalysisWorkflow
 from workflow.ntuples import GenerateEvents
-
-log = logging.getLogger("hepflows")
-
-
-def _check_root_file(path: str) -> None:
-    """Cheap checks of an input ROOT file at scheduling time (its branches and baskets are checked when its
-    branch runs, :func:`analysis.readers.check_nanoaod`): a readable, non-empty file with ROOT's signature."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: not a file")
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
-    if not magic:
-        raise InputError(f"{path}: file is empty")
-    if magic != b"root":
-        raise InputError(f"{path}: not a ROOT file (it starts with {magic!r}, a ROOT file with b'root')")
-
-
-@functools.lru_cache(maxsize=4096)
-def _checked_nanoaod(path: str, mtime: float, size: int, btag: str, met: str) -> None:
-    """:func:`~analysis.readers.check_nanoaod` once per file version and process (about 10 ms a file): the
-    branches the skim needs and a file that is not cut off, before any branch runs."""
-    check_nanoaod(path, btag, met)
-
-
-def _listed(real: str, sample: str, entry: str, path: str) -> str:
-    return f"sample {sample!r} (files entry {entry!r}{f', as {path}' if path != real else ''})"
-
-
-def _nanoaod_files(cfg, name: str, sample, seen: dict[str, tuple[str, str, str]] | None = None) -> list[str]:
-    """The files of the NanoAOD sample ``name``: its ``files`` entries (paths or glob patterns) resolved and
-    checked before any work starts. :class:`InputError` for an entry that names no file or a pattern that
-    matches none, a file that is unreadable, empty or not a ROOT file, and a file listed twice (compared by
-    real path, so a glob matching a listed file or a symbolic link to it counts too): ``seen``, shared between
-    samples, maps each real path to the (sample, entry, path) that listed it first."""
-    seen = {} if seen is None else seen
-    files: list[str] = []
-    for pattern in sample.files:
-        resolved = str(cfg.resolve_path(pattern))
-        if os.path.exists(resolved):  # a path, used as it is (even with glob characters in its name)
-            matches = [resolved]
-        elif glob.has_magic(resolved):
-            matches = sorted(m for m in glob.glob(resolved) if os.path.isfile(m))
-            if not matches:
-                raise InputError(f"{resolved}: no file matches (sample {name!r}, files entry {pattern!r})")
-        else:
-            broken = " (a broken symbolic link)" if os.path.islink(resolved) else ""
-            raise InputError(f"{resolved}: no such file{broken} (sample {name!r}, files entry {pattern!r})")
-        for path in matches:
-            _check_root_file(path)
-            st = os.stat(path)
-            _checked_nanoaod(path, st.st_mtime, st.st_size, cfg.skim.btag_discriminant, cfg.skim.met_collection)
-            real = os.path.realpath(path)
-            if real in seen:
-                raise InputError(f"{real}: input file listed twice, in {_listed(real, *seen[real])} and in "
-                                 f"{_listed(real, name, pattern, path)}; each file may be skimmed only once")
-            seen[real] = (name, pattern, path)
-            files.append(path)
-    return files
-
 
 class Skim(AnalysisWorkflow):
     """Object and event selection and the 28 HIGGS features (see :mod:`analysis.skim`).
@@ -94,7 +28,7 @@ class Skim(AnalysisWorkflow):
 
     def create_branch_map(self):
         """The branches; the input files are checked here, at scheduling time, so a bad input stops the run
-        before any branch runs (:class:`InputError`): NanoAOD files by :func:`_nanoaod_files`, a HIGGS CSV
+        before any branch runs (:class:`InputError`): NanoAOD files by :func:`~analysis.readers.nanoaod_input_files`, a HIGGS CSV
         read through once by :func:`~analysis.readers.count_higgs_rows` (cached per file and modification
         time; only its first lines when ``n_events`` is set): empty, truncated, not comma-separated, or a row
         without 29 fields."""
@@ -106,7 +40,7 @@ class Skim(AnalysisWorkflow):
                 branches += [{"sample": name, "index": i, "source": s.source} for i in range(s.n_files)]
             elif s.source == "nanoaod":
                 branches += [{"sample": name, "index": i, "source": s.source, "file": f}
-                             for i, f in enumerate(_nanoaod_files(cfg, name, s, seen))]
+                             for i, f in enumerate(nanoaod_input_files(cfg, name, s, seen))]
             else:
                 path = str(cfg.resolve_path(s.path))
                 if s.n_events:  # the first lines only: counting the full HIGGS.csv.gz takes a minute
@@ -216,12 +150,9 @@ class SkimSummary(AnalysisTask):
                 raise InputError(f"sample {s!r}: no event passes the selection; cutflow: "
                                  + ", ".join(f"{k}={v['events']}" for k, v in cutflow.items()))
             expected = float(np.sum(cols["weight"]))
-            if not expected > 0:
-                msg = (f"sample {s!r}: the {n:,} selected events have a total weight of {expected:.6g} "
-                       f"({int(np.sum(cols['weight'] < 0)):,} with negative weight): the expected yield is not "
-                       "positive; the feature plot shows this sample unweighted")
-                log.warning(msg)
-                issues.append(msg)
+            warning = yield_warning(s, cols["weight"])
+            if warning:
+                issues.append(warning)
             cutflows[s] = cutflow
             summary[s] = {"label": cfg.sample(s).label, "files": files, "n_selected": n,
                           "expected_yield": expected, "cutflow": cutflow, "warnings": issues}
