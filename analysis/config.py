@@ -388,6 +388,9 @@ class FlowConfig:
     # default: measured on the quickstart together with reject_outside_support, it fixed the validity but made
     # the analysis template worse against truth (README, Flows)
     ordered_jets: bool = False
+    # model the four jets' masses (where the ntuples hold them: NanoAOD sources) and derive m_jj, m_jjj, m_jlv,
+    # m_bb, m_wbb and m_wwbb from the generated objects, so that they are exactly consistent with them
+    derive_masses: bool = False
     training: FlowTrainingConfig = FlowTrainingConfig()
     generation: FlowGenerationConfig = FlowGenerationConfig()
     replicas: FlowReplicaConfig = FlowReplicaConfig()

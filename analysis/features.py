@@ -42,10 +42,13 @@ FEATURES = LOW_LEVEL + HIGH_LEVEL
 
 BTAG_FEATURES = [f"jet{i}_btag" for i in range(1, 5)]
 BTAG_SCORES = [f"jet{i}_btag_score" for i in range(1, 5)]
-# the skim stores the four leading jets in decreasing pT (in GeV; the HIGGS CSV's normalised jets are not)
-JET_PTS = [f"jet{i}_pt" for i in range(1, 5)]
 """The continuous b-tag discriminants of the four leading jets: not HIGGS features, but kept by the skim of
 NanoAOD (simulated or real) so that a generator can model them and derive the discrete levels from them."""
+JET_MASSES = [f"jet{i}_mass" for i in range(1, 5)]
+"""The masses of the four leading jets: not HIGGS features; kept by the skim of NanoAOD so that a generator can
+model them and derive the six jet-dependent high-level masses exactly (:data:`MASS_DERIVED_INPUTS`)."""
+# the skim stores the four leading jets in decreasing pT (in GeV; the HIGGS CSV's normalised jets are not)
+JET_PTS = [f"jet{i}_pt" for i in range(1, 5)]
 ANGLE_FEATURES = ["lepton_phi", "missing_energy_phi"] + [f"jet{i}_phi" for i in range(1, 5)]
 
 
@@ -81,10 +84,32 @@ DERIVED_FEATURES = {
 """Features that are deterministic functions of others (valid for features in GeV): name -> (inputs, function)."""
 
 
+JET_MASS_FEATURES = ["m_jj", "m_jjj", "m_jlv", "m_bb", "m_wbb", "m_wwbb"]
+"""The high-level masses built from the jets: deterministic functions of :data:`MASS_DERIVED_INPUTS`."""
+MASS_DERIVED_INPUTS = (["lepton_pT", "lepton_eta", "lepton_phi", "missing_energy_magnitude", "missing_energy_phi"]
+                       + [f"jet{i}_{k}" for i in range(1, 5) for k in ("pt", "eta", "phi")]
+                       + JET_MASSES + BTAG_SCORES)
+
+
+def _jet_mass_feature(*inputs: np.ndarray, name: str) -> np.ndarray:
+    """One of :data:`JET_MASS_FEATURES` from the columns :data:`MASS_DERIVED_INPUTS` (in that order), with the
+    jet assignment of :func:`high_level_masses` and a massless lepton (as for ``m_lv``)."""
+    c = dict(zip(MASS_DERIVED_INPUTS, (np.asarray(v, np.float64) for v in inputs)))
+    lepton = {"pt": c["lepton_pT"], "eta": c["lepton_eta"], "phi": c["lepton_phi"]}
+    met = {"pt": c["missing_energy_magnitude"], "phi": c["missing_energy_phi"]}
+    jets = {k: np.stack([c[f"jet{i}_{k}"] for i in range(1, 5)], axis=1) for k in ("pt", "eta", "phi", "mass")}
+    jets["btag"] = np.stack([c[s] for s in BTAG_SCORES], axis=1)
+    return high_level_masses(lepton, met, jets)[name]
+
+
 def derivations(btag_working_points: Sequence[float] = ()) -> dict[str, tuple[tuple[str, ...], Callable]]:
-    """:data:`DERIVED_FEATURES`, and with ``btag_working_points`` also each jet's b-tag level as a function of
-    its continuous score (:data:`BTAG_SCORES`, :func:`btag_levels`)."""
+    """:data:`DERIVED_FEATURES`, the jet-dependent masses (:data:`JET_MASS_FEATURES`) as functions of the
+    objects (:data:`MASS_DERIVED_INPUTS`, usable where the jets' masses and b-tag scores are modelled), and with
+    ``btag_working_points`` also each jet's b-tag level as a function of its continuous score
+    (:data:`BTAG_SCORES`, :func:`btag_levels`)."""
     out = dict(DERIVED_FEATURES)
+    for name in JET_MASS_FEATURES:
+        out[name] = (tuple(MASS_DERIVED_INPUTS), functools.partial(_jet_mass_feature, name=name))
     if len(btag_working_points):
         wps = [float(w) for w in btag_working_points]
         for level, score in zip(BTAG_FEATURES, BTAG_SCORES):
@@ -107,11 +132,11 @@ def btag_levels(score: np.ndarray, working_points: list[float]) -> np.ndarray:
 
 
 def compute_features(lepton: dict, met: dict, jets: dict, btag_working_points: list[float]) -> dict[str, np.ndarray]:
-    """The 28 features for events with one lepton and (at least) four jets, and the jets' b-tag scores.
+    """The 28 features for events with one lepton and (at least) four jets, and the jets' b-tag scores and masses.
 
     ``lepton`` and ``met`` map ``pt``/``eta``/``phi``(/``mass``) to arrays of shape ``(n,)``; ``jets`` maps
     ``pt``, ``eta``, ``phi``, ``mass``, ``btag`` (the continuous discriminant) to arrays of shape ``(n, 4)``,
-    ordered by pT. Returns float32 arrays keyed by :data:`FEATURES` and :data:`BTAG_SCORES`.
+    ordered by pT. Returns float32 arrays keyed by :data:`FEATURES`, :data:`BTAG_SCORES` and :data:`JET_MASSES`.
     """
     out: dict[str, np.ndarray] = {}
     out["lepton_pT"], out["lepton_eta"], out["lepton_phi"] = lepton["pt"], lepton["eta"], lepton["phi"]
@@ -122,6 +147,18 @@ def compute_features(lepton: dict, met: dict, jets: dict, btag_working_points: l
             out[f"jet{i + 1}_{name}"] = jets[name][:, i]
         out[f"jet{i + 1}_btag"] = levels[:, i]
 
+    out.update(high_level_masses(lepton, met, jets))
+    for i, name in enumerate(BTAG_SCORES):
+        out[name] = np.asarray(jets["btag"])[:, i]
+    for i, name in enumerate(JET_MASSES):
+        out[name] = np.asarray(jets["mass"])[:, i]
+    return {k: np.asarray(out[k], dtype=np.float32) for k in FEATURES + BTAG_SCORES + JET_MASSES}
+
+
+def high_level_masses(lepton: dict, met: dict, jets: dict) -> dict[str, np.ndarray]:
+    """The seven high-level masses (:data:`HIGH_LEVEL`, float64) with the jet assignment of the module docstring,
+    from the objects as :func:`compute_features` takes them (lepton mass 0 if ``lepton`` has none)."""
+    out: dict[str, np.ndarray] = {}
     lep = _ptetaphim(lepton["pt"], lepton["eta"], lepton["phi"], lepton.get("mass", np.zeros_like(lepton["pt"])))
     met_px, met_py = met["pt"] * np.cos(met["phi"]), met["pt"] * np.sin(met["phi"])
     pz, real = neutrino_pz(lep.px, lep.py, lep.pz, lep.E, met_px, met_py, return_real=True)
@@ -145,9 +182,7 @@ def compute_features(lepton: dict, met: dict, jets: dict, btag_working_points: l
     out["m_bb"] = np.asarray(bb.mass)
     out["m_wbb"] = np.asarray((w_lep + bb).mass)
     out["m_wwbb"] = np.asarray((w_lep + w_had + bb).mass)
-    for i, name in enumerate(BTAG_SCORES):
-        out[name] = np.asarray(jets["btag"])[:, i]
-    return {k: np.asarray(out[k], dtype=np.float32) for k in FEATURES + BTAG_SCORES}
+    return out
 
 
 # physical support of generated events (used to reject events outside it)

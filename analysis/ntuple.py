@@ -5,7 +5,7 @@ One ROOT file with a TTree ``Events``: the 28 feature columns of :data:`analysis
 ``weight`` (events expected in the configured luminosity, where the source provides a cross-section) and
 ``event`` (the source's event number, row index, or the index of a generated event); where the source has them
 (NanoAOD, simulated or real, and events generated from it) also the optional :data:`OPTIONAL_COLUMNS`, the
-four leading jets' continuous b-tag scores. A TObjString
+four leading jets' continuous b-tag scores and masses. A TObjString
 ``hepflows_metadata`` holds JSON provenance (sample, source, units, cutflow). Simulated, real and (later)
 flow-generated events are all stored this way, so downstream tasks read them identically.
 """
@@ -20,11 +20,11 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import uproot
 
-from .features import BTAG_SCORES, FEATURES
+from .features import BTAG_SCORES, FEATURES, JET_MASSES
 from .io import InputError, atomic_path, open_root, open_root_file
 
 COLUMNS = FEATURES + ["label", "generated", "weight", "event"]
-OPTIONAL_COLUMNS = list(BTAG_SCORES)
+OPTIONAL_COLUMNS = list(BTAG_SCORES) + list(JET_MASSES)
 _DTYPES = {"label": np.int32, "generated": np.int32, "event": np.int64, "weight": np.float64}
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from analysis.features import BTAG_FEATURES, BTAG_SCORES, FEATURES
+from analysis.features import BTAG_FEATURES, BTAG_SCORES, FEATURES, JET_MASS_FEATURES, JET_MASSES
 from analysis.ntuple import OPTIONAL_COLUMNS, ntuple_writer
 
 from .baselines import gaussian_nll
@@ -40,18 +40,23 @@ def ordered_columns(training: dict[str, np.ndarray], ordered: Sequence[str]) -> 
     return list(ordered) if len(cols) and np.all(cols > 0) and np.all(np.diff(cols, axis=1) <= 0) else []
 
 
-def generator_columns(available: Iterable[str], feature_units: str,
-                      btag_working_points: Sequence[float]) -> tuple[list[str], list[str], list[float]]:
+def generator_columns(available: Iterable[str], feature_units: str, btag_working_points: Sequence[float],
+                      derive_masses: bool = False) -> tuple[list[str], list[str], list[float]]:
     """What a generator is trained on, given the ntuple columns ``available``: the 28 features, plus the jets'
     continuous b-tag scores where the source provides them (NanoAOD), in which case the b-tag levels are derived
-    from generated scores at ``btag_working_points``; m_lv is derived for features in GeV.
+    from generated scores at ``btag_working_points``; m_lv is derived for features in GeV. With
+    ``derive_masses`` (features in GeV, jet masses and b-tag scores available), the four jets' masses are
+    modelled too and the six jet-dependent high-level masses derived from the generated objects, so that they
+    are exactly consistent with them.
 
     Returns ``(columns, derived, working_points)`` for :func:`fit_generator`.
     """
     available = set(available)
     scores = all(c in available for c in BTAG_SCORES)
-    columns = FEATURES + (BTAG_SCORES if scores else [])
-    derived = (["m_lv"] if feature_units == "GeV" else []) + (BTAG_FEATURES if scores else [])
+    masses = derive_masses and scores and feature_units == "GeV" and all(c in available for c in JET_MASSES)
+    columns = FEATURES + (BTAG_SCORES if scores else []) + (JET_MASSES if masses else [])
+    derived = (["m_lv"] if feature_units == "GeV" else []) + (BTAG_FEATURES if scores else []) \
+        + (JET_MASS_FEATURES if masses else [])
     return columns, derived, ([float(w) for w in btag_working_points] if scores else [])
 
 

@@ -191,7 +191,8 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
         name, seed = self.branch_data["model"], self.branch_data["seed"]
         part = self.requires()
         cols = {p: read_ntuples(part.background_files(p), optional=OPTIONAL_COLUMNS) for p in PARTITIONS}
-        columns, derived, wps = generator_columns(cols["train"], cfg.feature_units, cfg.btag_feature_thresholds)
+        columns, derived, wps = generator_columns(cols["train"], cfg.feature_units, cfg.btag_feature_thresholds,
+                                                  derive_masses=cfg.flows.derive_masses)
         data = {p: np.stack([np.asarray(c[f], np.float64) for f in columns], axis=1) for p, c in cols.items()}
         t = cfg.flows.training
         if t.max_train_events:

@@ -3,10 +3,20 @@ import pytest
 import torch
 from scipy import stats
 
-from analysis.features import ANGLE_FEATURES, BTAG_FEATURES, BTAG_SCORES, FEATURES, btag_levels
+from analysis.features import (
+    ANGLE_FEATURES,
+    BTAG_FEATURES,
+    BTAG_SCORES,
+    FEATURES,
+    JET_MASS_FEATURES,
+    JET_MASSES,
+    btag_levels,
+    derivations,
+)
 from analysis.partition import partition_indices
 from analysis.config import PartitionConfig
 from analysis.readers import read_higgs_csv
+from models.fit import generator_columns
 from models.preprocessing import Preprocessor, PreprocessingError, feature_kind
 
 
@@ -113,6 +123,29 @@ def test_btag_levels_derived_from_generated_scores(background_partitions, skimme
         Preprocessor(FEATURES, derived=BTAG_FEATURES, btag_working_points=wps)  # no scores among the features
 
 
+def test_masses_derived_from_generated_objects(skimmed, quickstart):
+    """With the jets' masses and scores modelled (``generator_columns(..., derive_masses=True)``), the flow space
+    holds no high-level mass, the round trip is exact, and every mass of a generated event is the one its own
+    objects give: generated events are exactly self-consistent."""
+    cols, _ = skimmed["background"]
+    wps = [quickstart.detector.btag.working_points[w] for w in quickstart.skim.btag_feature_working_points]
+    columns, derived, wps = generator_columns(cols, "GeV", wps, derive_masses=True)
+    assert set(derived) == {"m_lv", *BTAG_FEATURES, *JET_MASS_FEATURES}
+    assert columns == FEATURES + BTAG_SCORES + JET_MASSES
+    assert generator_columns(cols, "GeV", wps)[0] == FEATURES + BTAG_SCORES  # off by default
+    x = np.stack([np.asarray(cols[c], np.float64) for c in columns], axis=1)[:5000]
+    p = Preprocessor(columns, derived=derived, btag_working_points=wps).fit(x)
+    assert p.flow_features == 28 - 1 - 4 - 6 + 4 + 4
+    back = p.inverse(p.forward(x))
+    np.testing.assert_allclose(back, x, rtol=1e-4, atol=2e-3)
+    anywhere = p.inverse(np.random.default_rng(4).normal(0.0, 1.5, (5000, p.flow_features)))
+    gen = dict(zip(columns, anywhere.T))
+    for name in JET_MASS_FEATURES:
+        inputs, fn = derivations()[name]
+        np.testing.assert_array_equal(gen[name], fn(*(gen[i] for i in inputs)))
+    assert np.all(anywhere[:, [columns.index(m) for m in JET_MASSES]] >= 0)
+
+
 def test_state_survives_weights_only_load(tmp_path, background_partitions):
     train = background_partitions["train"]
     p = Preprocessor(FEATURES, derived=["m_lv"]).fit(train, np.random.default_rng(1))
@@ -138,7 +171,9 @@ def test_bad_training_data():
     with pytest.raises(PreprocessingError, match="at least 2"):
         Preprocessor(FEATURES).fit(x[:1])
     with pytest.raises(PreprocessingError, match="cannot derive"):
-        Preprocessor(FEATURES, derived=["m_bb"])
+        Preprocessor(FEATURES, derived=["jet1_eta"])
+    with pytest.raises(PreprocessingError, match="need the inputs.*jet1_mass"):
+        Preprocessor(FEATURES, derived=["m_bb"])  # derivable from the objects, but the jet masses are not there
 
 
 def test_partitions_are_disjoint_and_reproducible():
