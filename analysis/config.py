@@ -22,6 +22,8 @@ from typing import Any, Literal, Mapping
 import numpy as np
 import yaml
 
+from models.registry import MODELS as FLOW_MODELS  # the zoo, listed once (models/registry.py imports no torch)
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -300,16 +302,6 @@ class PartitionConfig:
             _check(0.0 < getattr(self, name) < 1.0, f"{path}.{name}: must lie in (0, 1), got {getattr(self, name)}")
         total = self.train + self.validation + self.reference
         _check(abs(total - 1.0) < 1e-6, f"{path}: fractions must sum to 1, got {total}")
-
-
-# zoo model name -> its hyperparameters (the defaults live in models/flows.py)
-FLOW_MODELS: dict[str, tuple[str, ...]] = {
-    "maf": ("transforms", "hidden_features"),
-    "nsf": ("transforms", "hidden_features", "bins"),
-    "nsf_coupling": ("transforms", "hidden_features", "bins"),
-    "realnvp": ("transforms", "hidden_features"),
-    "made_mog": ("components", "hidden_features"),
-}
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from typing import Callable, Sequence
 import numpy as np
 import vector
 
+from models.features import Feature, FeatureTable
+
 M_W = 80.38
 M_TOP = 172.5
 
@@ -115,6 +117,34 @@ def derivations(btag_working_points: Sequence[float] = ()) -> dict[str, tuple[tu
         for level, score in zip(BTAG_FEATURES, BTAG_SCORES):
             out[level] = ((score,), functools.partial(btag_levels, working_points=wps))
     return out
+
+
+def feature_kind(name: str) -> str:
+    """The kind (:data:`models.features.KINDS`) of a HIGGS feature or extra ntuple column, from its name."""
+    if name in BTAG_FEATURES:
+        return "discrete"
+    if name in BTAG_SCORES:
+        return "real"  # NanoAOD fills undefined discriminants with negative values
+    if name in ANGLE_FEATURES:
+        return "angle"
+    if name.endswith("_eta"):
+        return "bounded"
+    return "positive"
+
+
+def feature_table(btag_working_points: Sequence[float] = (), units: str = "GeV") -> FeatureTable:
+    """The table of the HIGGS features and the extra ntuple columns (b-tag scores, jet masses): kinds, units
+    (GeV for momenta and masses when ``units`` is GeV; none for the normalised HIGGS CSV), and the derivations
+    of :func:`derivations` (valid for features in GeV; the b-tag levels only with ``btag_working_points``)."""
+    gev = units == "GeV"
+    derived = derivations(btag_working_points) if gev else {}
+    rows = []
+    for name in FEATURES + BTAG_SCORES + JET_MASSES:
+        kind = feature_kind(name)
+        unit = "GeV" if gev and kind == "positive" else ""
+        inputs, fn = derived.get(name, ((), None))
+        rows.append(Feature(name, kind, unit, inputs=tuple(inputs), derive=fn))
+    return FeatureTable(rows, reference_angle="lepton_phi")
 
 
 def _lorentz(px, py, pz, e):

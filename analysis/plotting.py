@@ -16,11 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mplhep as hep  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .features import BTAG_FEATURES, FEATURES  # noqa: E402
+from .features import BTAG_FEATURES, FEATURES, feature_table  # noqa: E402
 from .io import atomic_path  # noqa: E402
-
-_GEV_FEATURES = {"lepton_pT", "missing_energy_magnitude", "jet1_pt", "jet2_pt", "jet3_pt", "jet4_pt",
-                 "m_jj", "m_jjj", "m_lv", "m_jlv", "m_bb", "m_wbb", "m_wwbb"}
 
 
 def save_figure(fig, path: str | os.PathLike) -> list[Path]:
@@ -37,7 +34,9 @@ def save_figure(fig, path: str | os.PathLike) -> list[Path]:
 
 
 def feature_axis_label(name: str, units: str) -> str:
-    return f"{name} [GeV]" if (units == "GeV" and name in _GEV_FEATURES) else name
+    """The axis label of a column from the feature table (unit in brackets); other names as they are."""
+    table = feature_table(units=units)
+    return table[name].axis_label if name in table else name
 
 
 def feature_binning(name: str, *samples: np.ndarray, bins: int = 40) -> hist.axis.Regular:

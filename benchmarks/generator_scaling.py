@@ -20,7 +20,7 @@ from analysis.config import load_config
 from analysis.fidelity import c2st_learning_curve, fidelity_matrix, group_aucs, validity_rates
 from analysis.ntuple import OPTIONAL_COLUMNS, read_ntuples
 from models.fit import fit_generator, generator_columns, ordered_columns, sample_batches
-from models.flows import hyperparameters
+from models.registry import hyperparameters
 from models.training import TrainSettings, nll
 
 p = argparse.ArgumentParser()

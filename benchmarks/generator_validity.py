@@ -9,7 +9,7 @@ from analysis.config import load_config
 from analysis.ntuple import read_ntuples, OPTIONAL_COLUMNS
 from analysis.fidelity import fidelity_matrix, c2st_learning_curve, validity_rates
 from models.fit import fit_generator, generator_columns, sample_batches
-from models.flows import hyperparameters
+from models.registry import hyperparameters
 from models.training import TrainSettings
 
 variant, part_dir, truth_json, out_json = sys.argv[1:5]  # plain | ordered | ordered_reject

@@ -258,15 +258,15 @@ def bench_flows(cfg: AnalysisConfig, quick: bool, workdir: Path) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from models.flows import DEFAULT_HYPERPARAMETERS, build_flow
+    from models.registry import MODELS, build
     from models.training import TrainSettings, sample_batches, train_model
 
     prep, z = _flow_training_data(cfg, workdir, 60_000 if quick else 240_000)
     n_train = len(z["train"])
     zoo = {}
-    for name in DEFAULT_HYPERPARAMETERS:
+    for name in MODELS:
         torch.manual_seed(0)
-        model = build_flow(name, prep.flow_features)
+        model = build(name, prep.flow_features)
         res = train_model(model, z["train"], z["validation"], TrainSettings(epochs=2, patience=5))
         autoregressive = name in ("maf", "nsf", "made_mog")
         n_s = (2_000 if quick else 10_000) if autoregressive else (20_000 if quick else 100_000)
@@ -277,7 +277,7 @@ def bench_flows(cfg: AnalysisConfig, quick: bool, workdir: Path) -> dict:
 
     default = cfg.flows.default
     torch.manual_seed(0)
-    model = build_flow(default, prep.flow_features)
+    model = build(default, prep.flow_features)
     train_model(model, z["train"], z["validation"], TrainSettings(epochs=1))
     sizes = [20_000, 40_000, 80_000] if quick else [100_000, 300_000, 1_000_000]
     scaling = []

@@ -18,7 +18,8 @@ from analysis.features import BTAG_FEATURES, BTAG_SCORES, FEATURES, JET_MASS_FEA
 from analysis.ntuple import OPTIONAL_COLUMNS, ntuple_writer
 
 from .baselines import gaussian_nll
-from .flows import build_flow, count_parameters
+from .flows import count_parameters
+from .registry import build
 from .io import save_generator
 from .preprocessing import Preprocessor
 from .training import (
@@ -96,7 +97,7 @@ def fit_generator(
     prep.fit(partitions["train"], rng)
     z = {p: prep.forward(x, rng) for p, x in partitions.items()}
     torch.manual_seed(settings.seed)
-    model = build_flow(name, prep.flow_features, hyper)
+    model = build(name, prep.flow_features, hyper)
 
     def checkpoint(state, rec):
         save_generator(checkpoint_path, name, hyper, state, prep, {"epoch": rec.epoch, "val_nll": rec.val_median_nll})

@@ -15,7 +15,7 @@ import torch
 
 from analysis.io import InputError, atomic_path
 
-from .flows import build_flow
+from .registry import build
 from .preprocessing import Preprocessor
 
 FORMAT = "hepflows-flow-2"  # 2: relative azimuths cut at their sparsest angle
@@ -71,7 +71,7 @@ def load_generator(path: str | os.PathLike, device: str = "cpu"):
         raise InputError(f"{path}: not a hepflows generator file")
     try:
         prep = Preprocessor.from_state_dict(payload["preprocessing"])
-        model = build_flow(payload["model"], prep.flow_features, payload["hyperparameters"])
+        model = build(payload["model"], prep.flow_features, payload["hyperparameters"])
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a damaged payload of the right format
         raise InputError(f"{path}: not a valid generator file ({type(e).__name__}: {e}); rerun TrainFlow to write "

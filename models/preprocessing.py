@@ -1,6 +1,8 @@
-"""Invertible per-feature preprocessing of the 28 HIGGS features for normalizing flows.
+"""Invertible per-feature preprocessing for normalizing flows (the HIGGS features by default).
 
-Each feature gets a transform chosen by its type, fitted on training data only, with an exact inverse:
+Each feature gets a transform chosen by its kind in a :class:`models.features.FeatureTable` (an application
+passes its own; the default is the HIGGS table of :func:`analysis.features.feature_table`), fitted on training
+data only, with an exact inverse:
 
 - **positive** (pT, MET, masses): a Gaussian-rank transform, ``Phi^-1(F(x))`` with ``F`` the empirical CDF of
   the training data interpolated linearly between 1000 quantiles (as scikit-learn's ``QuantileTransformer``,
@@ -9,8 +11,9 @@ Each feature gets a transform chosen by its type, fitted on training data only, 
   training range and positive. A point mass at the lower edge (m_lv sits exactly at m_W whenever the W-mass
   constraint has a real solution) is first dequantised like a discrete level: spread uniformly over
   ``[a (1 - 2 %), a)``, where no event lies, and snapped back to ``a`` by the inverse;
-- **score** (continuous b-tag discriminants, where the source provides them): the same Gaussian-rank transform,
-  without the positivity requirement (NanoAOD fills undefined discriminants with negative values);
+- **real** (continuous b-tag discriminants, where the source provides them; momentum components): the same
+  Gaussian-rank transform, without the positivity requirement (NanoAOD fills undefined discriminants with
+  negative values);
 - **bounded** (pseudorapidities): the probit (inverse normal CDF) of the value scaled into the training range
   (widened by 0.1 %), so generated values stay inside the acceptance;
 - **angle** (azimuths): events are symmetric under a global rotation, so the physics sits in the azimuths
@@ -58,9 +61,7 @@ import numpy as np
 import torch
 from scipy.special import ndtr, ndtri
 
-from analysis.features import ANGLE_FEATURES, BTAG_FEATURES, BTAG_SCORES, derivations
-
-KINDS = ("positive", "score", "bounded", "angle", "discrete")
+from .features import KINDS, FeatureTable  # noqa: F401  (KINDS: the transforms this module implements)
 _EPS = 1e-9
 _MAX_LEVELS = 16
 _ATOM_FRACTION = 0.05  # a single value carrying more than this fraction of events is a point mass
@@ -73,17 +74,16 @@ class PreprocessingError(ValueError):
     """Training data that the preprocessing cannot represent (e.g. a negative pT, a non-discrete b tag)."""
 
 
+def higgs_table(btag_working_points=()) -> FeatureTable:
+    """The default table: the HIGGS features and extra ntuple columns of the background generator."""
+    from analysis.features import feature_table
+
+    return feature_table(btag_working_points)
+
+
 def feature_kind(name: str) -> str:
-    """The transform type of a HIGGS feature, from its name."""
-    if name in BTAG_FEATURES:
-        return "discrete"
-    if name in BTAG_SCORES:
-        return "score"
-    if name in ANGLE_FEATURES:
-        return "angle"
-    if name.endswith("_eta"):
-        return "bounded"
-    return "positive"
+    """The transform kind of a feature of the default (HIGGS) table."""
+    return higgs_table().kind(name)
 
 
 def _probit(u: np.ndarray) -> np.ndarray:
@@ -112,14 +112,18 @@ class Preprocessor:
 
     def __init__(self, features: list[str], reference_angle: str | None = "lepton_phi",
                  derived: list[str] | tuple[str, ...] = (), btag_working_points: list[float] | tuple = (),
-                 ordered: list[str] | tuple[str, ...] = ()):
+                 ordered: list[str] | tuple[str, ...] = (), table: FeatureTable | None = None):
         self.btag_working_points = [float(w) for w in btag_working_points]
-        bad = [f for f in ordered if f not in features or feature_kind(f) != "positive" or f in derived]
+        self.table = table if table is not None else higgs_table(self.btag_working_points)
+        unknown = [f for f in features if f not in self.table]
+        if unknown:
+            raise PreprocessingError(f"features {unknown} are not in the feature table")
+        bad = [f for f in ordered if f not in features or self.table.kind(f) != "positive" or f in derived]
         if bad or len(set(ordered)) != len(ordered):
             raise PreprocessingError(f"ordered features must be distinct, positive, modelled features; got "
                                      f"{list(ordered)} (not usable: {bad})")
         self.ordered = [features.index(f) for f in ordered]
-        self._derivations = derivations(self.btag_working_points)
+        self._derivations = self.table.derivations()
         unknown = [d for d in derived if d not in self._derivations or d not in features]
         if unknown:
             raise PreprocessingError(f"cannot derive {unknown}; derivable: {sorted(self._derivations)}")
@@ -129,7 +133,7 @@ class Preprocessor:
         self.features = list(features)
         self.derived = [f for f in self.features if f in derived]
         self.modelled = [i for i, f in enumerate(self.features) if f not in self.derived]
-        self.kinds = [feature_kind(f) for f in self.features]
+        self.kinds = [self.table.kind(f) for f in self.features]
         self.reference = self.features.index(reference_angle) if reference_angle in self.features else -1
         self.low = np.zeros(len(features))
         self.high = np.ones(len(features))
@@ -183,7 +187,7 @@ class Preprocessor:
         rng = rng or np.random.default_rng(0)
         probs = np.linspace(0.0, 1.0, _N_QUANTILES)
         for i, kind in enumerate(self.kinds):
-            if kind in ("positive", "score"):
+            if kind in ("positive", "real"):
                 self.quantiles[i] = np.quantile(self._dequantise_atom(i, x[:, i], rng), probs)
             elif self._relative(i):
                 rel = _wrap(x[:, i] - x[:, self.reference])
@@ -240,7 +244,7 @@ class Preprocessor:
         ref = x[:, self.reference] if self.reference >= 0 else None
         for i, kind in enumerate(self.kinds):
             col = x[:, i]
-            if kind in ("positive", "score"):
+            if kind in ("positive", "real"):
                 y[:, i] = self._gauss_rank(i, self._dequantise_atom(i, col, rng))
             elif kind == "bounded":
                 y[:, i] = _probit((col - self.low[i]) / (self.high[i] - self.low[i]))
@@ -284,7 +288,7 @@ class Preprocessor:
             ref = _cdf(y[:, self.reference]) * 2 * np.pi - np.pi
         for i, kind in enumerate(self.kinds):
             col = y[:, i]
-            if kind in ("positive", "score"):
+            if kind in ("positive", "real"):
                 q = self.quantiles[i]
                 x[:, i] = np.interp(_cdf(col), np.linspace(0.0, 1.0, len(q)), q)
                 if i in self.atoms:
@@ -311,6 +315,7 @@ class Preprocessor:
         """Tensors and plain values only: safe for ``torch.load(..., weights_only=True)``."""
         return {
             "features": list(self.features),
+            "kinds": list(self.kinds),
             "derived": list(self.derived),
             "btag_working_points": list(self.btag_working_points),
             "reference": int(self.reference),
@@ -327,11 +332,18 @@ class Preprocessor:
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "Preprocessor":
+    def from_state_dict(cls, state: dict, table: FeatureTable | None = None) -> "Preprocessor":
+        """The preprocessor saved by :meth:`state_dict`; ``table`` as given to the constructor (the derived
+        features' functions come from it). A table whose kinds differ from the saved ones is refused."""
         features = list(state["features"])
         ref = int(state["reference"])
         p = cls(features, reference_angle=features[ref] if ref >= 0 else None, derived=state["derived"],
-                btag_working_points=state["btag_working_points"], ordered=state.get("ordered", []))
+                btag_working_points=state["btag_working_points"], ordered=state.get("ordered", []), table=table)
+        saved = [("real" if k == "score" else k) for k in state.get("kinds", p.kinds)]
+        if saved != p.kinds:
+            changed = [f for f, a, b in zip(features, saved, p.kinds) if a != b]
+            raise PreprocessingError(f"the feature table gives other kinds than the saved preprocessing for "
+                                     f"{changed}; retrain")
         p.low, p.high = state["low"].numpy(), state["high"].numpy()
         p.mean, p.std = state["mean"].numpy(), state["std"].numpy()
         p.levels = {int(i): v.numpy() for i, v in state["levels"].items()}

@@ -1,4 +1,7 @@
-"""Maximum-likelihood training of density models, with early stopping on the validation NLL.
+"""Maximum-likelihood training of density models p(x) or p(x | c), with early stopping on the validation NLL.
+
+One loop for every application: the background generator (unconditional) and the conditional ones (the context
+``c`` given per event, e.g. the reconstructed event for a neutrino regression) share it.
 
 AdamW (Loshchilov and Hutter, ICLR 2019), a cosine learning-rate schedule over the maximum number of epochs,
 gradient-norm clipping, early stopping after ``patience`` epochs without a better validation negative
@@ -57,19 +60,48 @@ class TrainResult:
     train_seconds: float = 0.0
 
 
-def nll_values(model, x: torch.Tensor, batch_size: int = 65536) -> np.ndarray:
-    """Negative log-likelihood of each event of ``x`` under ``model()``, in batches, without gradients."""
+def _tensor(x, device=None):
+    """A context as float32 tensors on ``device``: one array, or a tuple of arrays (e.g. objects, mask, event
+    features for :class:`models.embedding.ConditionalDensity`); ``None`` stays ``None``."""
+    if x is None:
+        return None
+    if isinstance(x, (tuple, list)):
+        return tuple(_tensor(t, device) for t in x)
+    return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=torch.float32, device=device)
+
+
+def _rows(c, rows):
+    return tuple(t[rows] for t in c) if isinstance(c, tuple) else c[rows]
+
+
+def _length(c) -> int:
+    return len(c[0]) if isinstance(c, (tuple, list)) else len(c)
+
+
+def _given(model, c):
+    """The distribution of ``model`` given context ``c`` (none, one tensor, or a tuple of tensors)."""
+    if c is None:
+        return model()
+    return model(*c) if isinstance(c, tuple) else model(c)
+
+
+def nll_values(model, x: torch.Tensor, batch_size: int = 65536, context=None) -> np.ndarray:
+    """Negative log-likelihood of each event of ``x`` under ``model()`` (``model(context)`` row by row when a
+    ``context`` is given), in batches, without gradients."""
     out = []
+    context = _tensor(context, x.device if torch.is_tensor(x) else None)
     with torch.no_grad():
-        dist = model()
+        dist = model() if context is None else None
         for i in range(0, len(x), batch_size):
-            out.append(-dist.log_prob(x[i:i + batch_size]).double().cpu().numpy())
+            d = dist if context is None else _given(model, _rows(context, slice(i, i + batch_size)))
+            out.append(-d.log_prob(x[i:i + batch_size]).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def nll(model, x: torch.Tensor, batch_size: int = 65536, statistic: str = "mean") -> float:
-    """Mean (or median, ``statistic="median"``) negative log-likelihood per event of ``x`` under ``model()``."""
-    values = nll_values(model, x, batch_size)
+def nll(model, x: torch.Tensor, batch_size: int = 65536, statistic: str = "mean", context=None) -> float:
+    """Mean (or median, ``statistic="median"``) negative log-likelihood per event of ``x`` under ``model()``
+    (or ``model(context)``)."""
+    values = nll_values(model, x, batch_size, context)
     if len(values) == 0:
         return 0.0
     return float(np.median(values) if statistic == "median" else values.mean())
@@ -82,8 +114,12 @@ def train_model(
     settings: TrainSettings,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     checkpoint: Callable[[dict, EpochRecord], None] | None = None,
+    c_train=None,
+    c_val=None,
 ) -> TrainResult:
-    """Train ``model`` (a lazy distribution) on ``x_train``; returns the history. The best weights (lowest
+    """Train ``model`` (a lazy distribution) on ``x_train``, conditional on ``c_train`` row by row when given
+    (then ``c_val`` too; a context is an array or a tuple of arrays with one row per event, passed to
+    ``model(*context)``); returns the history. The best weights (lowest
     *median* validation NLL) are loaded into ``model`` on return, also when training stops early or on a
     non-finite loss.
 
@@ -96,6 +132,9 @@ def train_model(
         raise ValueError("the training partition is empty: no events to train on")
     if len(x_val) == 0:
         raise ValueError("the validation partition is empty: early stopping needs validation events")
+    if (c_train is None) != (c_val is None) or (c_train is not None and (_length(c_train) != len(x_train)
+                                                                        or _length(c_val) != len(x_val))):
+        raise ValueError("a conditional density needs one context row per training and per validation event")
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
@@ -103,6 +142,7 @@ def train_model(
     model.to(device)
     xt = torch.as_tensor(np.asarray(x_train), dtype=torch.float32, device=device)
     xv = torch.as_tensor(np.asarray(x_val), dtype=torch.float32, device=device)
+    ct, cv = _tensor(c_train, device), _tensor(c_val, device)
     opt = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.epochs)
     gen = torch.Generator(device="cpu").manual_seed(settings.seed)
@@ -116,8 +156,9 @@ def train_model(
         perm = torch.randperm(len(xt), generator=gen).to(device)
         total, count = 0.0, 0
         for i in range(0, len(xt), settings.batch_size):
-            batch = xt[perm[i:i + settings.batch_size]]
-            loss = -model().log_prob(batch).mean()
+            rows = perm[i:i + settings.batch_size]
+            batch = xt[rows]
+            loss = -_given(model, None if ct is None else _rows(ct, rows)).log_prob(batch).mean()
             if not torch.isfinite(loss):
                 model.load_state_dict(best_state)
                 raise NonFiniteLossError(
@@ -132,7 +173,7 @@ def train_model(
         lr = opt.param_groups[0]["lr"]
         sched.step()
         model.eval()
-        values = nll_values(model, xv)
+        values = nll_values(model, xv, context=cv)
         val = float(np.median(values))
         dt = time.perf_counter() - t0
         rec = EpochRecord(epoch, total / count, float(values.mean()), val, lr, count / dt, dt)
@@ -154,13 +195,18 @@ def train_model(
 
 
 @torch.no_grad()
-def sample_batches(model, n: int, batch_size: int, seed: int, device: str = "cpu"):
-    """Yield ``n`` samples of ``model()`` as float64 numpy arrays of at most ``batch_size`` rows (flat memory)."""
+def sample_batches(model, n: int, batch_size: int, seed: int, device: str = "cpu", context=None):
+    """Yield ``n`` samples of ``model()`` as float64 numpy arrays of at most ``batch_size`` rows (flat memory).
+    With a ``context`` (one row per sample, ``n = len(context)``), row ``j`` is drawn from ``model(context[j])``."""
     torch.manual_seed(seed)
     model.to(torch.device(device)).eval()
-    dist = model()
+    ctx = _tensor(context, torch.device(device))
+    if ctx is not None and n != _length(ctx):
+        raise ValueError(f"{n} samples requested for {_length(ctx)} context rows; one sample per row")
+    dist = model() if ctx is None else None
     done = 0
     while done < n:
         m = min(batch_size, n - done)
-        yield dist.sample((m,)).to("cpu", torch.float64).numpy()
+        draw = dist.sample((m,)) if ctx is None else _given(model, _rows(ctx, slice(done, done + m))).sample()
+        yield draw.to("cpu", torch.float64).numpy()
         done += m

@@ -16,6 +16,7 @@ from analysis.features import (
 from analysis.partition import partition_indices
 from analysis.config import PartitionConfig
 from analysis.readers import read_higgs_csv
+from models.features import Feature, FeatureTable
 from models.fit import generator_columns
 from models.preprocessing import Preprocessor, PreprocessingError, feature_kind
 
@@ -220,3 +221,29 @@ def test_ordered_features_are_checked(background_partitions):
     train[0, [i, j]] = train[0, [j, i]]  # one event out of order
     with pytest.raises(PreprocessingError, match="not positive and in decreasing order"):
         Preprocessor(FEATURES, ordered=JET_PTS).fit(train, np.random.default_rng(1))
+
+
+def test_a_table_of_another_application():
+    """The preprocessing is not tied to the HIGGS features: a neutrino-regression table (momentum components of
+    kind ``real``, a pseudorapidity, a derived energy) fits, round-trips and derives with no HIGGS name."""
+    rng = np.random.default_rng(3)
+    px, py = rng.normal(0, 40, 5000), rng.normal(0, 40, 5000)
+    eta = np.clip(rng.normal(0, 1.2, 5000), -4, 4)
+    energy = lambda px_, py_, eta_: np.hypot(px_, py_) * np.cosh(eta_)  # noqa: E731
+    table = FeatureTable([Feature("nu_px", "real", "GeV"), Feature("nu_py", "real", "GeV"),
+                          Feature("nu_eta", "bounded"),
+                          Feature("nu_e", "positive", "GeV", inputs=("nu_px", "nu_py", "nu_eta"), derive=energy)])
+    x = np.stack([px, py, eta, energy(px, py, eta)], axis=1)
+    names = ["nu_px", "nu_py", "nu_eta", "nu_e"]
+    p = Preprocessor(names, reference_angle=None, derived=["nu_e"], table=table).fit(x)
+    assert p.flow_features == 3 and p.kinds == ["real", "real", "bounded", "positive"]
+    np.testing.assert_allclose(p.inverse(p.forward(x)), x, rtol=1e-6, atol=1e-2)
+    q = Preprocessor.from_state_dict(p.state_dict(), table=table)
+    np.testing.assert_array_equal(q.inverse(p.forward(x[:100])), p.inverse(p.forward(x[:100])))
+    with pytest.raises(PreprocessingError, match="not in the feature table"):
+        Preprocessor(["nu_pz"], reference_angle=None, table=table)
+    with pytest.raises(ValueError, match="unknown kind"):
+        Feature("nu_pz", "momentum")
+    with pytest.raises(ValueError, match="needs both inputs and a function"):
+        Feature("nu_e", "positive", inputs=("nu_px",))
+    assert table["nu_px"].axis_label == "nu_px [GeV]"

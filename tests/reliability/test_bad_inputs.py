@@ -194,7 +194,7 @@ def model_files(tmp_path_factory, higgs_sample):
     from analysis.config import BDTConfig, ClassifierConfig
     from analysis.features import FEATURES
     from models.classifiers import Classifier, MLPClassifier, save_classifier, train_classifier
-    from models.flows import build_flow
+    from models.registry import build
     from models.io import save_generator
     from models.preprocessing import Preprocessor
 
@@ -213,7 +213,7 @@ def model_files(tmp_path_factory, higgs_sample):
     prep = Preprocessor(FEATURES).fit(feats.astype(np.float64), np.random.default_rng(1))
     hyper = {"components": 2, "hidden_features": [8]}
     torch.manual_seed(0)
-    flow = build_flow("made_mog", prep.flow_features, hyper)
+    flow = build("made_mog", prep.flow_features, hyper)
     (d / "flow").mkdir()
     save_generator(d / "flow" / "model.pt", "made_mog", hyper, flow.state_dict(), prep)
     return {"bdt": d / "model.skops", "nn": d / "nn" / "model.pt", "flow": d / "flow" / "model.pt"}
