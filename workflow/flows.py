@@ -17,7 +17,7 @@ from analysis.ntuple import OPTIONAL_COLUMNS, read_ntuples, write_ntuple
 from analysis.partition import bootstrap_rows, split_sample
 from analysis.plotting import plot_features, plot_training_history
 from models.fit import fit_generator, generator_columns, ordered_columns, write_generated
-from models.flows import hyperparameters
+from models.registry import hyperparameters
 from models.io import load_generator, save_generator
 from models.training import NonFiniteLossError, TrainSettings
 from workflow.base import AnalysisTask, AnalysisWorkflow
