@@ -38,6 +38,7 @@ p.add_argument("--threads", type=int, default=1)
 p.add_argument("--ordered", action="store_true")
 p.add_argument("--derive-masses", action="store_true")
 p.add_argument("--tag", default="")
+p.add_argument("--save-generated", default="", help="also write 500k generated events as a flat ntuple here")
 a = p.parse_args()
 
 cfg = load_config("quickstart")
@@ -82,9 +83,15 @@ fit = fit_generator(name, hyper, data, columns, settings, derived, lambda r: pri
     f"epoch {r.epoch} train {r.train_nll:.3f} val {r.val_median_nll:.3f} {r.events_per_s:.0f} ev/s", flush=True),
     None, wps, ordered=ordered)
 train_s = time.time() - t0
-z = np.concatenate(list(sample_batches(fit.model, 300_000, 50_000, 12345)))
+z = np.concatenate(list(sample_batches(fit.model, 500_000 if a.save_generated else 300_000, 50_000, 12345)))
 x = fit.preprocessor.inverse(z)
 gen = {k: v.astype(np.float32) for k, v in zip(columns, x.T)}
+if a.save_generated:
+    from analysis.ntuple import write_ntuple
+    n = len(x)
+    write_ntuple(a.save_generated, dict(gen, label=np.zeros(n), generated=np.ones(n), weight=np.ones(n),
+                                        event=np.arange(n)), {"sample": "background", "variant": vars(a)})
+    gen = {k: v[:300_000] for k, v in gen.items()}
 A, names = fidelity_matrix(test_cols)
 B, _ = fidelity_matrix(gen)
 rng = np.random.default_rng(0)

@@ -122,9 +122,10 @@ def test_conditional_made_mog_sampling_matches_its_full_network_pass():
         model()
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", ["made_mog", "maf", "realnvp"])
 def test_every_model_learns_a_conditional_density(name):
-    """p(x | c) for x = (c1 + c2, c1 * c2) + 0.1 noise: after a short training every model of the registry,
+    """p(x | c) for x = (c1 + c2, c1 * c2) + 0.1 noise: after a short training each model family (our MADE-MoG,
+    zuko's autoregressive and coupling flows; the spline flows share zuko's context handling with them),
     given the context, samples x near its conditional mean (error well below the spread of x), and a shuffled
     context gives a clearly worse likelihood: the context is used."""
     g = torch.Generator().manual_seed(0)
