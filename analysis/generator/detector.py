@@ -83,14 +83,18 @@ def semileptonic_b_decays(rng: np.random.Generator, p4: np.ndarray, is_b: np.nda
     return visible, neutrino, lep, decayed
 
 
-def merge_close_partons(p4: np.ndarray, valid: np.ndarray, flavour: np.ndarray, index: np.ndarray, dr: float):
+def merge_close_partons(p4: np.ndarray, valid: np.ndarray, flavour: np.ndarray, index: np.ndarray, dr: float,
+                        owner: np.ndarray | None = None):
     """Merge partons closer than ``dr`` in (eta, phi), closest pair first, until none are that close.
 
     ``flavour`` is the hadron flavour (5, 4, 0): a merged jet keeps the highest; ``index`` (the truth index)
     is that of the harder constituent. Returns new arrays; merged-away slots become invalid. Each pass only
-    revisits the events that merged in the previous one.
+    revisits the events that merged in the previous one. With ``owner`` (an ``(n, P)`` array to fill), also
+    records for every parton slot the slot of the jet it ended in.
     """
     p4, valid, flavour, index = p4.copy(), valid.copy(), flavour.copy(), index.copy()
+    if owner is not None:
+        owner[...] = np.arange(valid.shape[1])
     k = valid.shape[1]
     i_pair, j_pair = np.triu_indices(k, 1)
     rows = np.arange(valid.shape[0])
@@ -112,8 +116,32 @@ def merge_close_partons(p4: np.ndarray, valid: np.ndarray, flavour: np.ndarray, 
         p4[r, i] += p4[r, j]
         p4[r, j] = 0.0
         valid[r, j] = False
+        if owner is not None:
+            owner[r] = np.where(owner[r] == j[:, None], i[:, None], owner[r])
         rows = r
     return p4, valid, flavour, index
+
+
+def soft_lepton_content(jets: np.ndarray, owner: np.ndarray, decayed: np.ndarray, leptons: np.ndarray,
+                        flavour: np.ndarray) -> dict[str, np.ndarray]:
+    """What a particle-flow jet of real NanoAOD records of the non-prompt leptons of semileptonic b decays
+    inside it: ``nMuons`` and ``nElectrons`` (counts) and the energy fractions ``muEF`` (muons) and ``chEmEF``
+    (electrons; here the charged electromagnetic fraction holds only them), per jet slot of ``jets``
+    ``(n, P, 4)`` (the merged visible jets); ``owner`` maps each parton slot to its jet slot, ``decayed``,
+    ``leptons`` ``(n, P, 4)`` and ``flavour`` (11 or 13) describe each parton's lepton. A jet with a soft lepton
+    has, on average, lost a neutrino: what a b-jet energy regression learns from."""
+    n, k = decayed.shape
+    rows = np.repeat(np.arange(n), k).reshape(n, k)
+    out = {}
+    for name, fl in (("Muons", 13), ("Electrons", 11)):
+        has = decayed & (flavour == fl)
+        count = np.zeros((n, k), dtype=np.int64)
+        energy = np.zeros((n, k))
+        np.add.at(count, (rows[has], owner[has]), 1)
+        np.add.at(energy, (rows[has], owner[has]), leptons[..., 0][has])
+        out[f"n{name}"] = count
+        out["muEF" if fl == 13 else "chEmEF"] = np.clip(energy / np.maximum(jets[..., 0], 1e-9), 0.0, 1.0)
+    return out
 
 
 def jet_resolution(pt: np.ndarray, noise: float, stochastic: float, constant: float) -> np.ndarray:
@@ -162,7 +190,8 @@ def simulate(rng: np.random.Generator, truth: PartonLevel, det: DetectorConfig) 
     visible, nu_b, lep_b, decayed = semileptonic_b_decays(rng, p4, (pdg == 5) & valid,
                                                           det.b_semileptonic_fraction)
     # 2. merging of close partons
-    merged, mvalid, mflav, midx = merge_close_partons(visible, valid, flavour, index, det.jet.merge_dr)
+    owner = np.empty(valid.shape, dtype=np.int64)
+    merged, mvalid, mflav, midx = merge_close_partons(visible, valid, flavour, index, det.jet.merge_dr, owner)
 
     # 3. response
     jc = det.jet
@@ -187,16 +216,19 @@ def simulate(rng: np.random.Generator, truth: PartonLevel, det: DetectorConfig) 
 
     # truth-parton flavour of the jet (signed PDG id of the hardest constituent; 21 for gluons)
     parton_flavour = np.take_along_axis(truth.pdg_id, midx, axis=1)
+    # (the non-prompt leptons' flavours are drawn with the leptons below; the jets are stored after that, so
+    # that the soft-lepton content of each jet is known and no random number moves)
+    np_flavour = np.where(rng.uniform(size=decayed.shape) < 0.5, 11, 13)
+    soft = soft_lepton_content(merged, owner, decayed, lep_b, np_flavour)
     jets = _pad_select(
         {"pt": rpt, "eta": reta, "phi": rphi, "mass": rmass, "btagDeepFlavB": score,
          "hadronFlavour": mflav, "partonFlavour": parton_flavour, "genPartIdx": midx,
-         "jetId": np.full(rpt.shape, 6)},
+         "jetId": np.full(rpt.shape, 6), **soft},
         stored, rpt)
 
     # 6. leptons: the prompt one from the W, then non-prompt ones from b decays
     prompt = truth.p4[:, truth.lepton][:, None, :]
     prompt_id = truth.pdg_id[:, truth.lepton][:, None]
-    np_flavour = np.where(rng.uniform(size=decayed.shape) < 0.5, 11, 13)
     np_id = np.where(truth.pdg_id[:, cols] > 0, np_flavour, -np_flavour)  # b -> l-, bbar -> l+
     lep_p4 = np.concatenate([prompt, lep_b], axis=1)
     lep_id = np.concatenate([prompt_id, np_id], axis=1)

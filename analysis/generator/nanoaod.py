@@ -42,7 +42,8 @@ def _jagged(col: Collection, dtypes: dict[str, str]) -> ak.Array:
 
 
 _INT = "int32"
-_JET_TYPES = {"hadronFlavour": _INT, "partonFlavour": _INT, "genPartIdx": _INT, "jetId": _INT}
+_JET_TYPES = {"hadronFlavour": _INT, "partonFlavour": _INT, "genPartIdx": _INT, "jetId": _INT, "nMuons": "uint8",
+              "nElectrons": "uint8"}
 _LEP_TYPES = {"charge": _INT, "pdgId": _INT, "genPartIdx": _INT, "cutBased": _INT, "tightId": "bool"}
 
 

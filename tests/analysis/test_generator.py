@@ -126,6 +126,33 @@ def test_b_jet_response_below_one(ttbar_batch):
     assert np.median(r_b) < np.median(r_light) - 0.01  # neutrinos from semileptonic decays leave b jets
 
 
+def test_soft_leptons_in_b_jets_mark_the_missing_neutrino(ttbar_batch, quickstart):
+    """The jets record the non-prompt leptons of semileptonic b decays as NanoAOD does (``nMuons``,
+    ``nElectrons``, energy fractions ``muEF`` and ``chEmEF``): only b jets carry them, in about the configured
+    fraction of b jets, with fractions in [0, 1] that are non-zero exactly where a lepton is counted; and b jets
+    with a soft lepton have lost its neutrino: their response to the b quark is lower by more than 0.1."""
+    truth, reco = ttbar_batch
+    ev = to_nanoaod(truth, reco, 1, 1)
+    jets, gen = ev["Jet"], ev["GenPart"]
+    n_mu, n_el = ak.flatten(jets.nMuons), ak.flatten(jets.nElectrons)
+    mu_ef, em_ef = np.asarray(ak.flatten(jets.muEF)), np.asarray(ak.flatten(jets.chEmEF))
+    assert np.all((mu_ef >= 0) & (mu_ef <= 1) & (em_ef >= 0) & (em_ef <= 1))
+    np.testing.assert_array_equal(mu_ef > 0, np.asarray(n_mu) > 0)
+    np.testing.assert_array_equal(em_ef > 0, np.asarray(n_el) > 0)
+    soft = (jets.nMuons + jets.nElectrons) > 0
+    flavour = jets.hadronFlavour
+    assert not ak.any(soft & (flavour != 5))
+    share = ak.sum(soft & (flavour == 5)) / ak.sum(flavour == 5)
+    assert abs(share - quickstart.detector.b_semileptonic_fraction) < 0.04, share
+    assert abs(float(ak.mean(jets.muEF[jets.nMuons > 0])) - float(ak.mean(jets.chEmEF[jets.nElectrons > 0]))) < 0.03
+
+    def response(mask):
+        j = jets[mask & (flavour == 5) & (jets.genPartIdx >= 0)]
+        return float(np.mean(np.asarray(ak.flatten(j.pt / gen.pt[j.genPartIdx]))))
+
+    assert response(soft) < response(~soft) - 0.1
+
+
 def test_met_resolution(ttbar_batch):
     _, reco = ttbar_batch
     dx = reco.met_pt * np.cos(reco.met_phi) - reco.genmet_pt * np.cos(reco.genmet_phi)
