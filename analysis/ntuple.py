@@ -66,11 +66,47 @@ def ntuple_writer(path: str | os.PathLike, metadata: dict, optional: Sequence[st
             f["hepflows_metadata"] = json.dumps(dict(metadata, n_events=writer.n), default=str)
 
 
+OBJECT_PREFIXES = ("obj_", "truth_")
+"""Columns with these prefixes are the object-level inputs and truth targets of the skim
+(:func:`analysis.skim.object_columns`), one row per event of ``Events``, written to the TTree ``Objects``."""
+
+
 def write_ntuple(path: str | os.PathLike, columns: dict[str, np.ndarray], metadata: dict) -> None:
     """Write a flat ntuple atomically. ``columns`` must hold every name of :data:`COLUMNS`, all of one length;
-    those of :data:`OPTIONAL_COLUMNS` it holds are written too, other names are ignored."""
+    those of :data:`OPTIONAL_COLUMNS` it holds are written too; object-level columns (:data:`OBJECT_PREFIXES`,
+    also ``(n, k)`` arrays) go, row by row with ``Events``, to a second TTree ``Objects``; other names are
+    ignored."""
+    objects = {k: np.asarray(v) for k, v in columns.items() if k.startswith(OBJECT_PREFIXES)}
+    if objects and {len(v) for v in objects.values()} != {len(columns["label"])}:
+        raise ValueError("object-level columns and ntuple columns differ in length")
     with ntuple_writer(path, metadata, [c for c in OPTIONAL_COLUMNS if c in columns]) as w:
         w.extend(columns)
+        if objects:
+            w.file.mktree("Objects", {k: np.dtype((v.dtype, v.shape[1:])) if v.ndim > 1 else v.dtype
+                                      for k, v in objects.items()})
+            if len(columns["label"]):
+                w.file["Objects"].extend(objects)
+
+
+def read_objects(paths: Iterable[str | os.PathLike]) -> dict[str, np.ndarray]:
+    """The object-level columns (TTree ``Objects``) of skimmed ntuples, concatenated in the order of ``paths``,
+    row for row with :func:`read_ntuples` of the same files; :class:`InputError` naming a file without them
+    (skimmed before they existed, or from the HIGGS CSV, which has no objects)."""
+    parts = []
+    for p in paths:
+        f = open_root_file(p)
+        if "Objects" not in f:
+            raise InputError(f"{p}: no object-level columns (TTree Objects); rerun the Skim of this file")
+        try:
+            parts.append(f["Objects"].arrays(library="np"))
+        except Exception as e:
+            raise InputError(f"{p}: unreadable Objects tree ({type(e).__name__}: {e})") from None
+    if not parts:
+        return {}
+    keys = set(parts[0])
+    if any(set(q) != keys for q in parts):
+        raise InputError("the files hold different object-level columns (skimmed with different sources)")
+    return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

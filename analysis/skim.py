@@ -55,6 +55,57 @@ _KINEMATICS = {"Jet": ("pt", "eta", "phi", "mass"), "Electron": ("pt", "eta", "p
                "Muon": ("pt", "eta", "phi", "mass")}
 _OBJECT_WORD = {"Jet": "jets", "Electron": "electrons", "Muon": "muons"}
 
+MAX_OBJECT_JETS = 10
+"""Jets kept per event in the object-level columns (the leading ones after the selection; zero-padded)."""
+_SOFT_LEPTON = ("nMuons", "nElectrons", "muEF", "chEmEF")  # NanoAOD's soft-lepton content of a jet
+_NEUTRINOS = (12, 14, 16)
+
+
+def _padded(values, width: int = MAX_OBJECT_JETS, dtype=np.float32) -> np.ndarray:
+    """A jagged per-event array as ``(n, width)``, clipped and zero-padded."""
+    return ak.to_numpy(ak.fill_none(ak.pad_none(values, width, clip=True), 0)).astype(dtype)
+
+
+def object_columns(events, leptons, jets, btag, sel: np.ndarray, met) -> dict[str, np.ndarray]:
+    """Object-level inputs and truth targets of the selected events, beside the 28 features (issue 15: the
+    conditional flows' inputs): the lepton (pt, eta, phi, mass, pdgId), the MET, the number of selected jets and
+    the leading :data:`MAX_OBJECT_JETS` of them (pt, eta, phi, mass, b-tag score and, where NanoAOD has them,
+    the soft-lepton content ``nMuons``, ``nElectrons``, ``muEF``, ``chEmEF``), zero-padded ``(n, 10)`` arrays
+    named ``obj_*``. Where the truth record exists (simulation: ``GenPart``): per jet its hadron flavour and the
+    matched parton (``Jet_genPartIdx``: pdgId and pt, eta, phi, mass; for a b jet the b quark's full momentum,
+    neutrinos of its decay included: the b-jet regression's target), and the neutrino of the leptonic W
+    (``truth_nu_*``; zero where there is none)."""
+    lep = leptons[sel][:, 0]
+    j = jets[sel]
+    out = {f"obj_lepton_{k}": np.asarray(lep[k], np.float32) for k in ("pt", "eta", "phi", "mass")}
+    out["obj_lepton_pdgId"] = np.asarray(lep["pdgId"], np.int32)
+    out["obj_met_pt"], out["obj_met_phi"] = (np.asarray(met[k], np.float32) for k in ("pt", "phi"))
+    out["obj_n_jets"] = np.asarray(ak.num(j), np.int32)
+    for k in ("pt", "eta", "phi", "mass"):
+        out[f"obj_jet_{k}"] = _padded(j[k])
+    out["obj_jet_btag"] = _padded(btag[sel])
+    for k in _SOFT_LEPTON:
+        if _has(jets, k):
+            out[f"obj_jet_{k}"] = _padded(j[k], dtype=np.int32 if k.startswith("n") else np.float32)
+    if "GenPart" in events.fields and _has(jets, "genPartIdx"):
+        gen = events.GenPart[sel]
+        idx = j["genPartIdx"]
+        matched = idx >= 0
+        safe = ak.where(matched, idx, 0)
+        for k in ("pt", "eta", "phi", "mass", "pdgId"):
+            values = ak.where(matched, gen[k][safe], 0)
+            out[f"truth_jet_parton_{k}"] = _padded(values, dtype=np.int32 if k == "pdgId" else np.float32)
+        if _has(jets, "hadronFlavour"):
+            out["truth_jet_hadronFlavour"] = _padded(j["hadronFlavour"], dtype=np.int32)
+        mother = gen.genPartIdxMother
+        mother_id = ak.where(mother >= 0, gen.pdgId[ak.where(mother >= 0, mother, 0)], 0)
+        is_nu = (abs(gen.pdgId) == _NEUTRINOS[0]) | (abs(gen.pdgId) == _NEUTRINOS[1]) | (abs(gen.pdgId) == _NEUTRINOS[2])
+        nu = gen[is_nu & (abs(mother_id) == 24)]
+        first = ak.firsts(nu)
+        for k in ("pt", "eta", "phi"):
+            out[f"truth_nu_{k}"] = np.asarray(ak.fill_none(first[k], 0), np.float32)
+    return out
+
 
 def _has(collection, field: str) -> bool:
     return field in collection.fields
@@ -121,10 +172,14 @@ class SkimProcessor(processor.ProcessorABC):
         if _has(mu, "pfRelIso04_all"):
             mu_ok = mu_ok & (mu.pfRelIso04_all < s.muon_max_rel_iso)
         fields = ["pt", "eta", "phi", "mass"]
-        leptons = ak.concatenate([ak.zip({f: ele[ele_ok][f] for f in fields}, with_name="PtEtaPhiMLorentzVector",
-                                         behavior=events.behavior),
-                                  ak.zip({f: mu[mu_ok][f] for f in fields}, with_name="PtEtaPhiMLorentzVector",
-                                         behavior=events.behavior)], axis=1)
+
+        def with_id(coll, ok, pdg):  # the kinematics and the PDG id (unsigned where a file lacks pdgId)
+            cols = {f: coll[ok][f] for f in fields}
+            cols["pdgId"] = coll[ok]["pdgId"] if _has(coll, "pdgId") else ak.values_astype(
+                ak.ones_like(coll[ok]["pt"]) * pdg, np.int32)
+            return ak.zip(cols, with_name="PtEtaPhiMLorentzVector", behavior=events.behavior)
+
+        leptons = ak.concatenate([with_id(ele, ele_ok, 11), with_id(mu, mu_ok, 13)], axis=1)
 
         jets = events.Jet
         jet_ok = (jets.pt > s.jet_min_pt) & (abs(jets.eta) < s.jet_max_eta)
@@ -173,6 +228,8 @@ class SkimProcessor(processor.ProcessorABC):
         columns["generated"] = np.zeros(int(finite.sum()), dtype=np.int32)
         columns["weight"] = w_sel[finite]
         columns["event"] = np.asarray(events.event[sel], dtype=np.int64)[finite]
+        for k, v in object_columns(events, leptons, jets, btag, sel, met).items():
+            columns[k] = v[finite]
         checks = {"nonfinite": nonfinite, "btag_range": btag_range, "ids": ids}
         return {"cutflow": cutflow, "checks": checks,
                 "columns": {k: processor.column_accumulator(v) for k, v in columns.items()}}

@@ -4,12 +4,13 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
+import vector
 
 from analysis.config import config_from_dict
 from analysis.features import BTAG_FEATURES, BTAG_SCORES, FEATURES, btag_levels
 from analysis.io import InputError
-from analysis.ntuple import read_metadata, read_ntuples, write_ntuple
-from analysis.skim import CUTFLOW_STEPS, sample_normalisation, skim_nanoaod
+from analysis.ntuple import read_metadata, read_ntuples, read_objects, write_ntuple
+from analysis.skim import CUTFLOW_STEPS, MAX_OBJECT_JETS, sample_normalisation, skim_nanoaod
 from tests.conftest import histogram_mode, tiny_config_dict
 
 
@@ -150,6 +151,46 @@ def test_real_nanoaod_conventions(tmp_path, nanoaod_files, quickstart):
     d = tiny_config_dict(skim={"met_collection": "PuppiMET"})
     cols2, _ = skim_nanoaod(path, config_from_dict(d), 0, norm)
     np.testing.assert_array_equal(cols2["missing_energy_magnitude"][:100], cols["missing_energy_magnitude"][:100])
+    # collision data: object-level inputs, no truth targets; electrons without pdgId keep an unsigned id
+    assert "obj_jet_pt" in cols and not any(k.startswith("truth_") for k in cols)
+    assert set(np.unique(np.abs(cols["obj_lepton_pdgId"]))) <= {11, 13}
+
+
+def test_object_level_columns_and_truth_targets(tmp_path, skimmed):
+    """Beside the 28 features the skim keeps, row for row, the lepton, the MET, up to 10 selected jets (with
+    soft-lepton content) and the truth targets: each jet's matched parton and the neutrino of the leptonic W.
+    Physics: m(lepton, true neutrino) peaks at m_W; the MET follows the true neutrino; b jets with a soft
+    lepton respond less to their b quark (its decay neutrino escaped). The Objects tree round-trips."""
+    cols, _ = skimmed["background"]
+    n = len(cols["label"])
+    assert cols["obj_jet_pt"].shape == (n, MAX_OBJECT_JETS)
+    np.testing.assert_array_equal(cols["obj_jet_pt"][:, 0], cols["jet1_pt"])
+    np.testing.assert_array_equal(cols["obj_jet_pt"][:, 3], cols["jet4_pt"])
+    np.testing.assert_array_equal(cols["obj_lepton_pt"], cols["lepton_pT"])
+    assert np.all(cols["obj_n_jets"] >= 4)
+    slots = np.arange(MAX_OBJECT_JETS)[None, :]
+    assert np.all(cols["obj_jet_pt"][slots >= cols["obj_n_jets"][:, None]] == 0)
+    assert np.all(cols["obj_jet_pt"][slots < np.minimum(cols["obj_n_jets"], MAX_OBJECT_JETS)[:, None]] > 0)
+    lep = vector.array({"pt": cols["obj_lepton_pt"], "eta": cols["obj_lepton_eta"], "phi": cols["obj_lepton_phi"],
+                        "mass": cols["obj_lepton_mass"]})
+    nu = vector.array({"pt": cols["truth_nu_pt"], "eta": cols["truth_nu_eta"], "phi": cols["truth_nu_phi"],
+                       "mass": np.zeros(n)})
+    assert abs(np.median((lep + nu).mass) - 80.4) < 1.0
+    assert np.corrcoef(cols["truth_nu_pt"], cols["obj_met_pt"])[0, 1] > 0.6
+    b = (cols["truth_jet_hadronFlavour"] == 5) & (np.abs(cols["truth_jet_parton_pdgId"]) == 5)
+    soft = (cols["obj_jet_nMuons"] + cols["obj_jet_nElectrons"]) > 0
+    response = cols["obj_jet_pt"] / np.where(b, cols["truth_jet_parton_pt"], 1.0)
+    assert response[b & soft].mean() < response[b & ~soft].mean() - 0.1
+    path = tmp_path / "objects.root"
+    write_ntuple(path, cols, {"sample": "background"})
+    back = read_objects([path, path])
+    assert set(back) == {k for k in cols if k.startswith(("obj_", "truth_"))}
+    np.testing.assert_array_equal(back["obj_jet_eta"][:n], cols["obj_jet_eta"])
+    assert len(back["truth_nu_pt"]) == 2 * n == 2 * len(read_ntuples([path])["label"])
+    bare = tmp_path / "bare.root"
+    write_ntuple(bare, {k: v for k, v in cols.items() if not k.startswith(("obj_", "truth_"))}, {})
+    with pytest.raises(InputError, match="no object-level columns"):
+        read_objects([bare])
 
 
 def test_missing_file_and_non_root_file(tmp_path, quickstart):
