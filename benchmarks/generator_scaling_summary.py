@@ -16,14 +16,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from analysis.io import write_json  # noqa: E402
 
 stem, paths = sys.argv[1], sys.argv[2:]
-runs = [json.load(open(p)) for p in paths]
+same = [p for p in paths if "same_analysis" in p]
+runs = [json.load(open(p)) for p in paths if p not in same]
 write_json(f"{stem}.json", {
     "description": "Default generator (made_mog, quickstart preprocessing, seed 1) trained on growing samples of "
                    "simulated ttbar background (the quickstart training partition of 4 files, extended by 12 truth "
                    "files that the test never uses), tested against the first 14 truth files (160k events): HGB "
                    "C2ST at 5e4 and 1e5 events per class on 28 features + 5 relative azimuths (50k/class test, 50 "
                    "bootstraps), group AUCs at 1e5, validity rates; 1 thread.",
-    "script": "python -m benchmarks.generator_scaling STORE OUT.json --train N [...]", "runs": runs})
+    "script": "python -m benchmarks.generator_scaling STORE OUT.json --train N [...]", "runs": runs,
+    "same_analysis": json.load(open(same[0])) if same else None})
 base = [r for r in runs if not r["args"].get("derive_masses") and not r["args"].get("hidden")
         and not r["args"].get("epochs")]
 base.sort(key=lambda r: r["train_events"])
