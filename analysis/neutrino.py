@@ -1,0 +1,192 @@
+"""Neutrino reconstruction in single-lepton ttbar: the classical baseline and the measures of nu-Flows.
+
+nu-Flows (Leigh, Raine, Zoch, Golling, SciPost Phys. 14, 159 (2023), arXiv:2207.00664) replaces the W-mass
+solution for the neutrino by a conditional flow p(neutrino | reconstructed event). This module holds what does
+not depend on the model: the inputs and targets from the skim's object-level columns
+(:func:`analysis.skim.object_columns`), the W-mass baseline, and the measures the paper uses:
+
+- resolution and bias of pz and eta against the true neutrino (:func:`regression_metrics`);
+- the downstream chi2 jet assignment (:func:`chi2_assignment`): all assignments of up to 9 leading jets to
+  (leptonic b, hadronic b, two W quarks), chi2 of the leptonic-top, hadronic-top and hadronic-W masses with the
+  sigma of each term taken from the true assignment (:func:`assignment_sigmas`), and the fraction of events
+  whose leptonic b is right, per jet multiplicity (:func:`assignment_efficiency`);
+- calibration of posterior samples: the rank of the truth among them (KS distance to uniform) and the coverage
+  of the central 68 % and 95 % intervals (:func:`rank_calibration`).
+
+Arrays are numpy; momenta in GeV; neutrinos as ``(px, py, pz)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Mapping
+
+import numpy as np
+from scipy import stats
+
+from .features import M_TOP, M_W, neutrino_pz
+
+MULTIPLICITIES = (4, 5, 6, 7, 8, 9)
+"""Jet multiplicities of the assignment table; the last one collects 9 and more."""
+
+
+def _p4(pt, eta, phi, mass) -> np.ndarray:
+    """``(..., 4)`` array (E, px, py, pz)."""
+    pt, eta, phi, mass = (np.asarray(v, np.float64) for v in (pt, eta, phi, mass))
+    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+    return np.stack([np.sqrt(px**2 + py**2 + pz**2 + mass**2), px, py, pz], axis=-1)
+
+
+def _mass(p4: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.maximum(p4[..., 0] ** 2 - (p4[..., 1:] ** 2).sum(axis=-1), 0.0))
+
+
+def lepton_p4(objects: Mapping[str, np.ndarray]) -> np.ndarray:
+    return _p4(objects["obj_lepton_pt"], objects["obj_lepton_eta"], objects["obj_lepton_phi"],
+               objects["obj_lepton_mass"])
+
+
+def jet_p4(objects: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``(n, 10, 4)``; padded slots are zero."""
+    return _p4(objects["obj_jet_pt"], objects["obj_jet_eta"], objects["obj_jet_phi"], objects["obj_jet_mass"])
+
+
+def true_neutrino(objects: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The neutrino of the leptonic W from the truth record, ``(n, 3)`` = (px, py, pz)."""
+    return _p4(objects["truth_nu_pt"], objects["truth_nu_eta"], objects["truth_nu_phi"], 0.0)[:, 1:]
+
+
+def w_mass_neutrino(objects: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The classical estimate: the MET as the neutrino's transverse momentum and pz from m(l nu) = m_W, the
+    smaller-|pz| root (the real part when complex), ``(n, 3)``."""
+    lep = lepton_p4(objects)
+    px = np.asarray(objects["obj_met_pt"], np.float64) * np.cos(objects["obj_met_phi"])
+    py = np.asarray(objects["obj_met_pt"], np.float64) * np.sin(objects["obj_met_phi"])
+    pz = neutrino_pz(lep[:, 1], lep[:, 2], lep[:, 3], lep[:, 0], px, py)
+    return np.stack([px, py, pz], axis=1)
+
+
+def eta_of(nu: np.ndarray) -> np.ndarray:
+    return np.arcsinh(nu[..., 2] / np.maximum(np.hypot(nu[..., 0], nu[..., 1]), 1e-9))
+
+
+def neutrino_p4(nu: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.linalg.norm(nu, axis=-1, keepdims=True), nu], axis=-1)
+
+
+def _spread(residual: np.ndarray) -> dict[str, float]:
+    q16, q50, q84 = np.percentile(residual, [16, 50, 84])
+    return {"bias": float(q50), "resolution": float(0.5 * (q84 - q16))}
+
+
+def regression_metrics(predicted: np.ndarray, truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """Bias (median residual) and resolution (half the 16-84 % interquantile width) of pz and eta, predicted
+    minus true neutrino (both ``(n, 3)``)."""
+    return {"pz": _spread(predicted[:, 2] - truth[:, 2]), "eta": _spread(eta_of(predicted) - eta_of(truth))}
+
+
+def true_roles(objects: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``(n, 4)`` jet slots of (leptonic b, hadronic b, W quark, W quark) from the truth matching, -1 where the
+    parton has no matched jet among the stored ones. The leptonic top decays to b and l+ (t -> b W+) or to
+    b-bar and l-: the leptonic b has the PDG sign opposite to the lepton's (l+ has a negative PDG id)."""
+    pdg = np.asarray(objects["truth_jet_parton_pdgId"])
+    present = np.asarray(objects["obj_jet_pt"]) > 0
+    lep_sign = -np.sign(objects["obj_lepton_pdgId"])  # +1 for l+ (leptonic top is t, its b has pdgId +5)
+    roles = np.full((len(pdg), 4), -1)
+
+    def first(mask: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+        m = mask & present
+        if skip is not None:
+            m &= np.arange(m.shape[1])[None, :] != skip[:, None]
+        return np.where(m.any(axis=1), np.argmax(m, axis=1), -1)
+
+    roles[:, 0] = first(pdg == 5 * lep_sign[:, None])
+    roles[:, 1] = first(pdg == -5 * lep_sign[:, None])
+    light = (np.abs(pdg) >= 1) & (np.abs(pdg) <= 4)
+    roles[:, 2] = first(light)
+    roles[:, 3] = first(light, roles[:, 2])
+    roles[roles[:, 2] < 0, 3] = -1
+    return roles
+
+
+def role_masses(lep: np.ndarray, nu: np.ndarray, jets: np.ndarray, roles: np.ndarray) -> np.ndarray:
+    """``(n, 3)`` masses m(b_lep l nu), m(b_had q q), m(q q) for ``roles`` ``(n, 4)`` of jet slots."""
+    take = lambda k: np.take_along_axis(jets, roles[:, k, None, None], axis=1)[:, 0]  # noqa: E731
+    b_lep, b_had, q1, q2 = take(0), take(1), take(2), take(3)
+    return np.stack([_mass(b_lep + lep + neutrino_p4(nu)), _mass(b_had + q1 + q2), _mass(q1 + q2)], axis=1)
+
+
+def assignment_sigmas(objects: Mapping[str, np.ndarray], nu: np.ndarray) -> np.ndarray:
+    """Sigma of each chi2 term (leptonic top, hadronic top, hadronic W) for neutrino estimate ``nu``: the RMS,
+    about its nominal mass, of that mass with the true assignment (events where all four partons are matched)."""
+    roles = true_roles(objects)
+    ok = np.all(roles >= 0, axis=1)
+    m = role_masses(lepton_p4(objects)[ok], nu[ok], jet_p4(objects)[ok], roles[ok])
+    return np.sqrt(np.mean((m - np.array([M_TOP, M_TOP, M_W])) ** 2, axis=0))
+
+
+def _assignments(k: int) -> np.ndarray:
+    """All (b_lep, b_had, q1 < q2) of ``k`` jets, ``(m, 4)``."""
+    rows = [(a, b, c, d) for a, b in itertools.permutations(range(k), 2)
+            for c, d in itertools.combinations([j for j in range(k) if j not in (a, b)], 2)]
+    return np.array(rows, dtype=np.int64)
+
+
+def chi2_assignment(objects: Mapping[str, np.ndarray], nu: np.ndarray, sigmas: np.ndarray,
+                    max_jets: int = 9) -> np.ndarray:
+    """The jet assignment minimising chi2 = sum of ((m - m_nominal) / sigma)^2 over the leptonic-top, hadronic-
+    top and hadronic-W masses, over all assignments of the leading ``min(n_jets, max_jets)`` jets; ``(n, 4)``
+    jet slots (b_lep, b_had, q1, q2)."""
+    lep, jets = lepton_p4(objects), jet_p4(objects)
+    n_jets = np.minimum(np.asarray(objects["obj_n_jets"]), min(max_jets, jets.shape[1]))
+    nominal = np.array([M_TOP, M_TOP, M_W])
+    out = np.full((len(lep), 4), -1)
+    for k in np.unique(n_jets):
+        if k < 4:
+            continue
+        rows = np.flatnonzero(n_jets == k)
+        cand = _assignments(int(k))
+        J, L, N = jets[rows], lep[rows][:, None], neutrino_p4(nu[rows])[:, None]
+        best_chi2 = np.full(len(rows), np.inf)
+        for lo in range(0, len(cand), 256):  # bounded memory: (events, candidates, 4) per role
+            c = cand[lo:lo + 256]
+            b_lep, b_had, q1, q2 = (J[:, c[:, r]] for r in range(4))
+            m = np.stack([_mass(b_lep + L + N), _mass(b_had + q1 + q2), _mass(q1 + q2)], axis=-1)
+            chi2 = (((m - nominal) / sigmas) ** 2).sum(axis=-1)
+            i = np.argmin(chi2, axis=1)
+            value = chi2[np.arange(len(rows)), i]
+            better = value < best_chi2
+            best_chi2[better] = value[better]
+            out[rows[better]] = c[i[better]]
+    return out
+
+
+def assignment_efficiency(objects: Mapping[str, np.ndarray], chosen: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per jet multiplicity (4 ... 8, and 9 or more), the fraction of events whose chosen leptonic b is the true
+    one, among events where the true leptonic b is a stored jet, with its binomial error."""
+    truth = true_roles(objects)[:, 0]
+    n_jets = np.asarray(objects["obj_n_jets"])
+    out = {}
+    for k in MULTIPLICITIES:
+        sel = ((n_jets == k) if k < MULTIPLICITIES[-1] else (n_jets >= k)) & (truth >= 0)
+        n = int(sel.sum())
+        p = float(np.mean(chosen[sel, 0] == truth[sel])) if n else float("nan")
+        out[f"{k}" if k < MULTIPLICITIES[-1] else f">={k}"] = {
+            "events": n, "correct_b_lep": p, "error": float(np.sqrt(p * (1 - p) / n)) if n else float("nan")}
+    return out
+
+
+def rank_calibration(samples: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Calibration of posterior samples ``(n, S)`` of one quantity against ``truth`` ``(n,)``: the normalised
+    rank of the truth among the samples (uniform for a calibrated posterior; KS distance to uniform and its
+    p-value) and the coverage of the central 68 % and 95 % sample intervals."""
+    samples, truth = np.asarray(samples, np.float64), np.asarray(truth, np.float64)
+    s = samples.shape[1]
+    rank = ((samples < truth[:, None]).sum(axis=1) + 0.5 * (samples == truth[:, None]).sum(axis=1)) / s
+    rank = np.clip(rank + np.random.default_rng(0).uniform(-0.5, 0.5, len(rank)) / s, 0.0, 1.0)  # de-discretise
+    ks = stats.kstest(rank, "uniform")
+    out = {"ks": float(ks.statistic), "ks_pvalue": float(ks.pvalue)}
+    for level in (0.68, 0.95):
+        lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=1)
+        out[f"coverage{round(100 * level)}"] = float(np.mean((truth >= lo) & (truth <= hi)))
+    return out
