@@ -190,3 +190,76 @@ def rank_calibration(samples: np.ndarray, truth: np.ndarray) -> dict[str, float]
         lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=1)
         out[f"coverage{round(100 * level)}"] = float(np.mean((truth >= lo) & (truth <= hi)))
     return out
+
+
+# -- inputs and targets of a conditional flow p(neutrino | event) ----------------------------------------------
+
+OBJECT_FEATURES = ["log_pt", "eta", "cos_dphi", "sin_dphi", "log_mass", "btag", "soft_lepton", "is_lepton",
+                   "is_met", "is_jet"]
+"""Per-object context features: kinematics in the frame where the lepton has azimuth 0 (the physics is invariant
+under a common rotation), the b-tag score and the presence of a soft lepton for jets, and the object type."""
+EVENT_FEATURES = ["n_jets", "log_met"]
+TARGETS = ["nu_px", "nu_py", "nu_pz"]
+"""The regression target: the neutrino momentum in the lepton's azimuthal frame (GeV)."""
+
+
+def target_table():
+    """The feature table of the target (momentum components in GeV, kind ``standard``: only standardised, so
+    the flow's density orders samples as the density of the momenta does, as the mode estimate needs)."""
+    from models.features import Feature, FeatureTable
+
+    return FeatureTable([Feature(name, "standard", "GeV", label=label)
+                         for name, label in zip(TARGETS, ["neutrino px'", "neutrino py'", "neutrino pz"])])
+
+
+def _rotate(px: np.ndarray, py: np.ndarray, angle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    c, s = np.cos(angle), np.sin(angle)
+    return c * px + s * py, -s * px + c * py
+
+
+def to_lepton_frame(nu: np.ndarray, objects: Mapping[str, np.ndarray]) -> np.ndarray:
+    """``(n, 3)`` lab-frame neutrino momenta -> the frame where the lepton's azimuth is zero."""
+    px, py = _rotate(nu[:, 0], nu[:, 1], np.asarray(objects["obj_lepton_phi"], np.float64))
+    return np.stack([px, py, nu[:, 2]], axis=1)
+
+
+def from_lepton_frame(nu: np.ndarray, objects: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Inverse of :func:`to_lepton_frame`; ``nu`` may carry leading sample axes ``(..., n, 3)``."""
+    px, py = _rotate(nu[..., 0], nu[..., 1], -np.asarray(objects["obj_lepton_phi"], np.float64))
+    return np.stack([px, py, nu[..., 2]], axis=-1)
+
+
+def regression_context(objects: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The context of p(neutrino | event): ``(objects (n, 12, len(OBJECT_FEATURES)), mask (n, 12), event (n, 2))``
+    with the lepton, the MET and the 10 jet slots as objects (padded jet slots masked out), for
+    :class:`models.embedding.DeepSetEmbedding`."""
+    n = len(objects["obj_lepton_pt"])
+    ref = np.asarray(objects["obj_lepton_phi"], np.float64)
+    pts = [objects["obj_lepton_pt"][:, None], objects["obj_met_pt"][:, None], objects["obj_jet_pt"]]
+    etas = [objects["obj_lepton_eta"][:, None], np.zeros((n, 1)), objects["obj_jet_eta"]]
+    phis = [objects["obj_lepton_phi"][:, None], objects["obj_met_phi"][:, None], objects["obj_jet_phi"]]
+    masses = [objects["obj_lepton_mass"][:, None], np.zeros((n, 1)), objects["obj_jet_mass"]]
+    pt, eta = np.concatenate(pts, axis=1).astype(np.float64), np.concatenate(etas, axis=1).astype(np.float64)
+    dphi = np.concatenate(phis, axis=1) - ref[:, None]
+    mass = np.concatenate(masses, axis=1).astype(np.float64)
+    k = pt.shape[1]
+    kind = np.zeros((n, k, 3))
+    kind[:, 0, 0], kind[:, 1, 1], kind[:, 2:, 2] = 1.0, 1.0, 1.0
+    soft = np.zeros((n, k))
+    if "obj_jet_nMuons" in objects:
+        soft[:, 2:] = (np.asarray(objects["obj_jet_nMuons"]) + np.asarray(objects["obj_jet_nElectrons"])) > 0
+    btag = np.zeros((n, k))
+    btag[:, 2:] = objects["obj_jet_btag"]
+    mask = pt > 0
+    feats = np.stack([np.log(np.maximum(pt, 1e-3)), eta, np.cos(dphi), np.sin(dphi), np.log1p(mass), btag, soft],
+                     axis=-1)
+    feats = np.concatenate([feats, kind], axis=-1) * mask[..., None]
+    event = np.stack([np.asarray(objects["obj_n_jets"], np.float64),
+                      np.log(np.maximum(np.asarray(objects["obj_met_pt"], np.float64), 1e-3))], axis=1)
+    return feats.astype(np.float32), mask, event.astype(np.float32)
+
+
+def mode_of_samples(samples: np.ndarray, log_prob: np.ndarray) -> np.ndarray:
+    """The mode estimate: per event the sample ``(S, n, 3)`` with the highest model log-density ``(S, n)``."""
+    best = np.argmax(log_prob, axis=0)
+    return samples[best, np.arange(samples.shape[1])]

@@ -11,6 +11,7 @@ Kinds:
 - ``positive``: strictly positive (pT, masses): Gaussian-rank transform within the training range;
 - ``real``: any real value (a momentum component, a discriminant filled with negative defaults): the same
   Gaussian-rank transform without the positivity requirement;
+- ``standard``: any real value, only standardised (affine: log-densities shift by a constant);
 - ``bounded``: inside a fixed interval (pseudorapidity in the acceptance): probit of the position in the
   training range;
 - ``angle``: an azimuth, modelled relative to the table's reference angle;
@@ -22,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-KINDS = ("positive", "real", "bounded", "angle", "discrete")
+KINDS = ("positive", "real", "standard", "bounded", "angle", "discrete")
 
 
 @dataclass(frozen=True)

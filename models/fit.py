@@ -1,4 +1,5 @@
-"""Fitting one generator end to end: preprocessing, training, and the numbers that judge it.
+"""Fitting one generator end to end: preprocessing, training, and the numbers that judge it; and, for the
+conditional applications, :func:`fit_conditional` and :func:`sample_posterior`.
 
 :func:`fit_generator` takes the feature matrices of the train, validation and reference partitions and returns
 the trained model with its preprocessing, the training history, the test NLL against a multivariate Gaussian
@@ -27,6 +28,7 @@ from .training import (
     TrainResult,
     TrainSettings,
     nll,
+    nll_values,
     sample_batches,
     train_model,
 )
@@ -167,3 +169,47 @@ def write_generated(path: str, model: torch.nn.Module, preprocessor: Preprocesso
         if accept is not None:
             acceptance = accepted / drawn
             metadata.update(acceptance=acceptance, log_acceptance=float(np.log(acceptance)), drawn=drawn)
+
+@dataclass
+class ConditionalFit:
+    model: torch.nn.Module
+    preprocessor: Preprocessor
+    result: TrainResult
+
+
+def fit_conditional(name: str, hyper: dict[str, Any], targets: dict[str, np.ndarray], contexts: dict[str, tuple],
+                    target_names: list[str], table, settings: TrainSettings, object_features: int,
+                    event_features: int, embedding_size: int = 32, embedding_hidden: Sequence[int] = (64, 64),
+                    on_epoch: Callable[[EpochRecord], None] | None = None) -> ConditionalFit:
+    """A conditional density p(target | event) for any application: ``targets[p]`` ``(n, d)`` and
+    ``contexts[p]`` (objects, mask, event features) for the partitions ``train`` and ``validation``; the target
+    preprocessing from ``table`` (a :class:`models.features.FeatureTable`), the model ``name`` of the registry
+    behind a deep-sets embedding of the objects, trained by the one loop with early stopping."""
+    from .embedding import ConditionalDensity, DeepSetEmbedding
+
+    rng = np.random.default_rng(settings.seed)
+    prep = Preprocessor(list(target_names), reference_angle=None, table=table).fit(targets["train"], rng)
+    z = {p: prep.forward(targets[p], rng) for p in ("train", "validation")}
+    torch.manual_seed(settings.seed)
+    model = ConditionalDensity(build(name, prep.flow_features, hyper, context=embedding_size),
+                               DeepSetEmbedding(object_features, embedding_size, event_features,
+                                                list(embedding_hidden)))
+    result = train_model(model, z["train"], z["validation"], settings, on_epoch,
+                         c_train=contexts["train"], c_val=contexts["validation"])
+    model.to("cpu")
+    return ConditionalFit(model, prep, result)
+
+
+@torch.no_grad()
+def sample_posterior(fit: ConditionalFit, context: tuple, n_samples: int, seed: int,
+                     batch_size: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    """``n_samples`` draws of the target per event, ``(S, n, d)`` in target units, and the model's log-density
+    of each draw in flow space ``(S, n)`` (for a target table of kind ``standard`` it orders the draws as the
+    density of the target does: the mode is the draw of highest value)."""
+    model, prep = fit.model.eval(), fit.preprocessor
+    n = len(context[0])
+    tiled = tuple(np.concatenate([np.asarray(c)] * n_samples) for c in context)
+    z = np.concatenate(list(sample_batches(model, n * n_samples, batch_size, seed, context=tiled)))
+    log_prob = -nll_values(model, torch.as_tensor(z, dtype=torch.float32), batch_size, context=tiled)
+    x = prep.inverse(z)
+    return x.reshape(n_samples, n, -1), log_prob.reshape(n_samples, n)

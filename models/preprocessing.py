@@ -11,6 +11,8 @@ data only, with an exact inverse:
   training range and positive. A point mass at the lower edge (m_lv sits exactly at m_W whenever the W-mass
   constraint has a real solution) is first dequantised like a discrete level: spread uniformly over
   ``[a (1 - 2 %), a)``, where no event lies, and snapped back to ``a`` by the inverse;
+- **standard**: only the final standardisation (an affine map, so densities in flow space and in feature space
+  differ by a constant: what a mode estimate needs);
 - **real** (continuous b-tag discriminants, where the source provides them; momentum components): the same
   Gaussian-rank transform, without the positivity requirement (NanoAOD fills undefined discriminants with
   negative values);
@@ -246,6 +248,8 @@ class Preprocessor:
             col = x[:, i]
             if kind in ("positive", "real"):
                 y[:, i] = self._gauss_rank(i, self._dequantise_atom(i, col, rng))
+            elif kind == "standard":
+                y[:, i] = col
             elif kind == "bounded":
                 y[:, i] = _probit((col - self.low[i]) / (self.high[i] - self.low[i]))
             elif self._relative(i):
@@ -293,6 +297,8 @@ class Preprocessor:
                 x[:, i] = np.interp(_cdf(col), np.linspace(0.0, 1.0, len(q)), q)
                 if i in self.atoms:
                     x[:, i] = np.maximum(x[:, i], self.atoms[i])
+            elif kind == "standard":
+                x[:, i] = col
             elif kind == "bounded":
                 x[:, i] = self.low[i] + _cdf(col) * (self.high[i] - self.low[i])
             elif self._relative(i):
