@@ -65,8 +65,10 @@ def _raises(fn, path, *needles) -> str:
 
 # -- 1. empty CSV ---------------------------------------------------------------------------------------------------
 
+# mtime=0: a gzip header holds its writing time, and pytest-xdist workers must collect identical parameters
 @pytest.mark.parametrize("name, content", [("empty.csv", b""), ("blank.csv", b"\n\n   \n"),
-                                           ("empty.csv.gz", gzip.compress(b""))])
+                                           ("empty.csv.gz", gzip.compress(b"", mtime=0))],
+                         ids=["empty.csv", "blank.csv", "empty.csv.gz"])
 def test_empty_csv(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
