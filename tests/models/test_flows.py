@@ -53,7 +53,7 @@ def test_default_flow_beats_a_gaussian_by_a_wide_margin(tmp_path, quickstart):
     z = {p: prep.forward(v, rng) for p, v in parts.items()}
     torch.manual_seed(1)
     model = build(quickstart.flows.default, prep.flow_features)
-    train_model(model, z["train"], z["validation"], TrainSettings(epochs=15, patience=5, seed=1))
+    train_model(model, z["train"], z["validation"], TrainSettings(epochs=8, patience=5, seed=1))
     flow = nll(model, torch.as_tensor(z["reference"], dtype=torch.float32), statistic="median")
     gauss = gaussian_nll(z["train"], z["reference"], "median")
     assert flow < gauss - 2.0, (flow, gauss)
