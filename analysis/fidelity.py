@@ -301,22 +301,15 @@ def group_aucs(a_cols: dict[str, np.ndarray], b_cols: dict[str, np.ndarray], siz
 # physical validity
 
 
-def _delta_r(eta1, phi1, eta2, phi2) -> np.ndarray:
-    deta = np.asarray(eta1, dtype=np.float64) - np.asarray(eta2, dtype=np.float64)
-    return np.hypot(deta, wrap_angle(np.asarray(phi1, dtype=np.float64) - np.asarray(phi2, dtype=np.float64)))
-
-
 def validity_masks(columns: dict[str, np.ndarray], min_dr: float = 0.4,
                    btag_working_points: Sequence[float] | None = None) -> dict[str, np.ndarray]:
     """Per event, whether it passes each physical constraint of :func:`validity_rates` (boolean arrays)."""
     c = {k: np.asarray(v) for k, v in columns.items()}
     pts = [c[f"{j}_pt"] for j in JETS]
     out = {"jets_pt_ordered": (pts[0] >= pts[1]) & (pts[1] >= pts[2]) & (pts[2] >= pts[3])}
-    out["jet_lepton_dr_ok"] = np.logical_and.reduce(
-        [_delta_r(c[f"{j}_eta"], c[f"{j}_phi"], c["lepton_eta"], c["lepton_phi"]) >= min_dr for j in JETS])
-    out["jet_jet_dr_ok"] = np.logical_and.reduce(
-        [_delta_r(c[f"{j}_eta"], c[f"{j}_phi"], c[f"{k}_eta"], c[f"{k}_phi"]) >= min_dr
-         for m, j in enumerate(JETS) for k in JETS[m + 1:]])
+    separations = min_separations(c)
+    out["jet_lepton_dr_ok"] = separations["jet_lepton"] >= min_dr
+    out["jet_jet_dr_ok"] = separations["jet_jet"] >= min_dr
     out["pt_positive"] = np.logical_and.reduce([c["lepton_pT"] > 0, c["missing_energy_magnitude"] > 0]
                                                + [p > 0 for p in pts])
     if btag_working_points is not None and all(s in c for s in BTAG_SCORES):

@@ -109,11 +109,16 @@ def true_roles(objects: Mapping[str, np.ndarray]) -> np.ndarray:
     return roles
 
 
+def _top_masses(b_lep, b_had, q1, q2, lep, nu_p4) -> np.ndarray:
+    """The chi2 terms' masses m(b_lep l nu), m(b_had q q), m(q q) from four-vectors (any common leading shape),
+    stacked on a last axis of 3."""
+    return np.stack([_mass(b_lep + lep + nu_p4), _mass(b_had + q1 + q2), _mass(q1 + q2)], axis=-1)
+
+
 def role_masses(lep: np.ndarray, nu: np.ndarray, jets: np.ndarray, roles: np.ndarray) -> np.ndarray:
     """``(n, 3)`` masses m(b_lep l nu), m(b_had q q), m(q q) for ``roles`` ``(n, 4)`` of jet slots."""
-    take = lambda k: np.take_along_axis(jets, roles[:, k, None, None], axis=1)[:, 0]  # noqa: E731
-    b_lep, b_had, q1, q2 = take(0), take(1), take(2), take(3)
-    return np.stack([_mass(b_lep + lep + neutrino_p4(nu)), _mass(b_had + q1 + q2), _mass(q1 + q2)], axis=1)
+    b_lep, b_had, q1, q2 = (np.take_along_axis(jets, roles[:, k, None, None], axis=1)[:, 0] for k in range(4))
+    return _top_masses(b_lep, b_had, q1, q2, lep, neutrino_p4(nu))
 
 
 def assignment_sigmas(objects: Mapping[str, np.ndarray], nu: np.ndarray) -> np.ndarray:
@@ -150,8 +155,7 @@ def chi2_assignment(objects: Mapping[str, np.ndarray], nu: np.ndarray, sigmas: n
         best_chi2 = np.full(len(rows), np.inf)
         for lo in range(0, len(cand), 256):  # bounded memory: (events, candidates, 4) per role
             c = cand[lo:lo + 256]
-            b_lep, b_had, q1, q2 = (J[:, c[:, r]] for r in range(4))
-            m = np.stack([_mass(b_lep + L + N), _mass(b_had + q1 + q2), _mass(q1 + q2)], axis=-1)
+            m = _top_masses(*(J[:, c[:, r]] for r in range(4)), L, N)
             chi2 = (((m - nominal) / sigmas) ** 2).sum(axis=-1)
             i = np.argmin(chi2, axis=1)
             value = chi2[np.arange(len(rows)), i]

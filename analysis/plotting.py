@@ -5,6 +5,7 @@ Histograms are ``hist`` objects drawn with ``mplhep``; every figure is written a
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -33,9 +34,14 @@ def save_figure(fig, path: str | os.PathLike) -> list[Path]:
     return written
 
 
+@functools.lru_cache(maxsize=4)
+def _table(units: str):
+    return feature_table(units=units)
+
+
 def feature_axis_label(name: str, units: str) -> str:
     """The axis label of a column from the feature table (unit in brackets); other names as they are."""
-    table = feature_table(units=units)
+    table = _table(units)
     return table[name].axis_label if name in table else name
 
 

@@ -30,12 +30,10 @@ train_s = time.time() - t0
 z = np.concatenate(list(sample_batches(fit.model, 300_000, 50_000, 12345)))
 x = fit.preprocessor.inverse(z)
 gen = {k: v.astype(np.float32) for k, v in zip(columns, x.T)}  # as the ntuple stores them (float32)
-from analysis.fidelity import _delta_r
-JETS = ["jet1", "jet2", "jet3", "jet4"]
+from analysis.features import min_separations
 def min_drs(c):
-    jl = np.min([_delta_r(c[f"{j}_eta"], c[f"{j}_phi"], c["lepton_eta"], c["lepton_phi"]) for j in JETS], axis=0)
-    jj = np.min([_delta_r(c[f"{j}_eta"], c[f"{j}_phi"], c[f"{k}_eta"], c[f"{k}_phi"]) for m, j in enumerate(JETS) for k in JETS[m+1:]], axis=0)
-    return jl, jj
+    seps = min_separations(c)
+    return seps["jet_lepton"], seps["jet_jet"]
 acceptance = 1.0
 if variant.endswith("reject"):
     tjl, tjj = min_drs(cols["train"])

@@ -188,7 +188,7 @@ def fit_conditional(name: str, hyper: dict[str, Any], targets: dict[str, np.ndar
     from .embedding import ConditionalDensity, DeepSetEmbedding
 
     rng = np.random.default_rng(settings.seed)
-    prep = Preprocessor(list(target_names), reference_angle=None, table=table).fit(targets["train"], rng)
+    prep = Preprocessor(list(target_names), table=table).fit(targets["train"], rng)
     z = {p: prep.forward(targets[p], rng) for p in ("train", "validation")}
     torch.manual_seed(settings.seed)
     model = ConditionalDensity(build(name, prep.flow_features, hyper, context=embedding_size),

@@ -109,14 +109,20 @@ def _sparsest_angle(phi: np.ndarray, bins: int = _CUT_BINS) -> float:
     return float(0.5 * (edges[k] + edges[k + 1]))
 
 
+FROM_TABLE = object()
+"""Default of ``Preprocessor(reference_angle=...)``: the feature table's reference azimuth."""
+
+
 class Preprocessor:
     """Fit on training data, then map features to flow space (``forward``) and back (``inverse``)."""
 
-    def __init__(self, features: list[str], reference_angle: str | None = "lepton_phi",
+    def __init__(self, features: list[str], reference_angle: str | None | object = FROM_TABLE,
                  derived: list[str] | tuple[str, ...] = (), btag_working_points: list[float] | tuple = (),
                  ordered: list[str] | tuple[str, ...] = (), table: FeatureTable | None = None):
         self.btag_working_points = [float(w) for w in btag_working_points]
         self.table = table if table is not None else higgs_table(self.btag_working_points)
+        if reference_angle is FROM_TABLE:
+            reference_angle = self.table.reference_angle
         unknown = [f for f in features if f not in self.table]
         if unknown:
             raise PreprocessingError(f"features {unknown} are not in the feature table")
