@@ -47,6 +47,8 @@ p.add_argument("--epochs", type=int, default=30)
 p.add_argument("--samples", type=int, default=64)
 p.add_argument("--model", default="made_mog")
 p.add_argument("--threads", type=int, default=2)
+p.add_argument("--save-draws", default="", help="also write the reference rows, posterior draws (lab frame) and "
+               "their log-densities as .npz, for an independent recomputation")
 a = p.parse_args()
 
 cfg = load_config("quickstart")
@@ -89,3 +91,6 @@ for i, name in enumerate(["px", "py", "pz"]):
     out["calibration"][name] = rank_calibration(draws[..., i].T, truth[:, i])
 print(json.dumps(out["calibration"]), flush=True)
 write_json(a.out, out)
+if a.save_draws:
+    np.savez_compressed(a.save_draws, reference_rows=rows["reference"], draws=draws.astype(np.float32),
+                        log_prob=logp.astype(np.float32))
