@@ -181,13 +181,18 @@ def assignment_efficiency(objects: Mapping[str, np.ndarray], chosen: np.ndarray)
 
 
 def rank_calibration(samples: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Calibration of posterior samples ``(n, S)`` of one quantity against ``truth`` ``(n,)``: the normalised
-    rank of the truth among the samples (uniform for a calibrated posterior; KS distance to uniform and its
-    p-value) and the coverage of the central 68 % and 95 % sample intervals."""
+    """Calibration of posterior samples ``(n, S)`` of one quantity against ``truth`` ``(n,)``: the rank of the
+    truth among the samples as a randomised probability integral transform (exactly uniform for a calibrated
+    posterior; KS distance to uniform and its p-value) and the coverage of the central 68 % and 95 % sample
+    intervals."""
     samples, truth = np.asarray(samples, np.float64), np.asarray(truth, np.float64)
     s = samples.shape[1]
-    rank = ((samples < truth[:, None]).sum(axis=1) + 0.5 * (samples == truth[:, None]).sum(axis=1)) / s
-    rank = np.clip(rank + np.random.default_rng(0).uniform(-0.5, 0.5, len(rank)) / s, 0.0, 1.0)  # de-discretise
+    below = (samples < truth[:, None]).sum(axis=1)
+    ties = (samples == truth[:, None]).sum(axis=1)
+    # randomised probability integral transform: (rank + U(0, 1)) / (S + 1), ties spread over their positions,
+    # is exactly uniform on [0, 1] for a calibrated posterior (S + 1 equally likely ranks, each a cell of 1/(S+1))
+    u = np.random.default_rng(0).uniform(size=len(truth))
+    rank = (below + u * (ties + 1)) / (s + 1)
     ks = stats.kstest(rank, "uniform")
     out = {"ks": float(ks.statistic), "ks_pvalue": float(ks.pvalue)}
     for level in (0.68, 0.95):
