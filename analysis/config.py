@@ -458,6 +458,56 @@ class FidelityConfig:
         _at_least(f"{path}.group_size", self.group_size, 50)
 
 
+REGRESSIONS = ("neutrino", "bjet")
+
+
+@dataclass(frozen=True)
+class RegressionConfig:
+    """The conditional applications on the truth record (issue 15): ``applications`` (``neutrino``: nu-Flows,
+    p(neutrino | event) for single-lepton ttbar; ``bjet``: the b-jet energy response) each trained as a
+    conditional flow (``model`` of the zoo, with ``hyperparameters``) behind an embedding of the event, and as a
+    feed-forward regression with Huber and quantile losses (the classical learned baseline), once per seed. They
+    train on dedicated simulated samples ``<name>_regression`` of ``train_factor`` times each configured
+    generator sample's events (own seeds; 90 % train, 10 % validation), or, with ``train_factor: 0``, on the train
+    and validation partitions of the analysis samples (the neutrino on the background, the b jets on background
+    and signal). They are evaluated on ``evaluation_events`` events of the analysis samples' reference
+    partitions with ``samples`` posterior draws per event. Empty ``applications``: off."""
+
+    applications: tuple[str, ...] = ()
+    train_factor: float = 0.0
+    seeds: tuple[int, ...] = (1,)
+    model: str = "made_mog"
+    hyperparameters: Mapping[str, Any] = field(default_factory=lambda: {"hidden_features": [128, 128]})
+    embedding_features: int = 32
+    embedding_hidden: tuple[int, ...] = (64, 64)
+    dnn_hidden: tuple[int, ...] = (128, 128)
+    training: FlowTrainingConfig = FlowTrainingConfig(epochs=30, patience=6)
+    samples: int = 256
+    evaluation_events: int = 20_000
+
+    def validate(self, path: str) -> None:
+        for a in self.applications:
+            _check(a in REGRESSIONS, f"{path}.applications: unknown application {a!r}; known: "
+                   f"{', '.join(REGRESSIONS)}")
+        _check(len(set(self.applications)) == len(self.applications), f"{path}.applications: listed twice")
+        _check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0,
+               f"{path}.seeds: at least one seed >= 0, no duplicates")
+        _check(self.model in FLOW_MODELS, f"{path}.model: unknown flow model {self.model!r}; the zoo has: "
+               f"{', '.join(FLOW_MODELS)}")
+        for k, v in self.hyperparameters.items():
+            _check(k in FLOW_MODELS[self.model], f"{path}.hyperparameters.{k}: unknown hyperparameter of "
+                   f"{self.model}; known: {', '.join(FLOW_MODELS[self.model])}")
+        for key in ("embedding_hidden", "dnn_hidden"):
+            v = getattr(self, key)
+            _check(len(v) > 0 and all(isinstance(h, int) and h > 0 for h in v),
+                   f"{path}.{key}: expected a list of positive integers, got {list(v)!r}")
+        _positive(f"{path}.train_factor", self.train_factor, strict=False)
+        _at_least(f"{path}.embedding_features", self.embedding_features, 1)
+        _at_least(f"{path}.samples", self.samples, 8)
+        _at_least(f"{path}.evaluation_events", self.evaluation_events, 100)
+        self.training.validate(f"{path}.training")
+
+
 CLASSIFIERS = ("bdt", "nn")
 
 
@@ -589,6 +639,7 @@ class AnalysisConfig:
     limits: LimitConfig = LimitConfig()
     truth: TruthConfig = TruthConfig()
     fidelity: FidelityConfig = FidelityConfig()
+    regression: RegressionConfig = RegressionConfig()
     # units of the feature columns: "GeV" for generated and NanoAOD inputs, "normalised" for the UCI HIGGS CSV
     feature_units: Literal["GeV", "normalised"] = "GeV"
 
@@ -599,8 +650,8 @@ class AnalysisConfig:
         _check(len(self.samples) > 0, f"{p}samples: at least one sample is needed")
         for name, sample in self.samples.items():
             _check(name.isidentifier(), f"{p}samples.{name}: sample names must be identifiers")
-            _check(not name.endswith("_truth"), f"{p}samples.{name}: names ending in '_truth' are reserved for "
-                   "the truth sample")
+            _check(not name.endswith(("_truth", "_regression")), f"{p}samples.{name}: names ending in '_truth' "
+                   "or '_regression' are reserved for the truth and regression samples")
             sample.validate(f"{p}samples.{name}")
         self.physics.validate(f"{p}physics")
         self.detector.validate(f"{p}detector")
@@ -611,6 +662,11 @@ class AnalysisConfig:
         self.limits.validate(f"{p}limits", self.classifiers)
         self.truth.validate(f"{p}truth")
         self.fidelity.validate(f"{p}fidelity")
+        self.regression.validate(f"{p}regression")
+        _check(not self.regression.applications or (self.feature_units == "GeV" and all(
+            s.source == "generator" for s in self.samples.values())), f"{p}regression.applications: the "
+            "conditional applications need the truth record of the embedded generator (all samples with source "
+            "'generator')")
         _check(self.feature_units in ("GeV", "normalised"),
                f"{p}feature_units: must be 'GeV' or 'normalised', got {self.feature_units!r}")
 
@@ -636,9 +692,22 @@ class AnalysisConfig:
             for n, s in self.samples.items() if s.label == 0 and s.source == "generator"})
 
     @property
+    def regression_samples(self) -> Mapping[str, SampleConfig]:
+        """The training samples ``<name>_regression`` of the conditional applications (see
+        :class:`RegressionConfig`): ``train_factor`` times the files of every generator sample, own seeds;
+        empty when the applications are off or train on the analysis samples."""
+        r = self.regression
+        if not r.applications or r.train_factor == 0:
+            return types.MappingProxyType({})
+        return types.MappingProxyType({
+            f"{n}_regression": dataclasses.replace(s, n_files=max(1, math.ceil(r.train_factor * s.n_files)))
+            for n, s in self.samples.items() if s.source == "generator"})
+
+    @property
     def all_samples(self) -> Mapping[str, SampleConfig]:
-        """The configured samples and their truth counterparts: everything that is generated and skimmed."""
-        return types.MappingProxyType({**self.samples, **self.truth_samples})
+        """The configured samples and their truth and regression counterparts: everything that is generated and
+        skimmed."""
+        return types.MappingProxyType({**self.samples, **self.truth_samples, **self.regression_samples})
 
     def sample(self, name: str) -> SampleConfig:
         try:

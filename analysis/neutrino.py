@@ -272,3 +272,77 @@ def mode_of_samples(samples: np.ndarray, log_prob: np.ndarray) -> np.ndarray:
     """The mode estimate: per event the sample ``(S, n, 3)`` with the highest model log-density ``(S, n)``."""
     best = np.argmax(log_prob, axis=0)
     return samples[best, np.arange(samples.shape[1])]
+
+
+# -- one application of the conditional layer: data and evaluation -------------------------------------------
+
+def regression_data(objects: Mapping[str, np.ndarray]) -> tuple[np.ndarray, tuple]:
+    """``(targets (n, 3), context)`` of the events: the true neutrino in the lepton frame, and
+    :func:`regression_context`."""
+    return to_lepton_frame(true_neutrino(objects), objects), regression_context(objects)
+
+
+def embedding_spec(out_features: int, hidden: list[int]) -> dict:
+    """The deep-sets embedding of :func:`regression_context` (``models.embedding.build_embedding``)."""
+    return {"kind": "deep_sets", "object_features": len(OBJECT_FEATURES), "event_features": len(EVENT_FEATURES),
+            "out_features": out_features, "hidden_features": list(hidden)}
+
+
+def leptonic_masses(objects: Mapping[str, np.ndarray], nu: np.ndarray) -> dict[str, np.ndarray]:
+    """m(l nu) and the leptonic top mass m(b l nu) with the true leptonic b (NaN where it is not a stored jet)."""
+    lep = lepton_p4(objects)
+    n4 = neutrino_p4(nu)
+    b = true_roles(objects)[:, 0]
+    ok = b >= 0
+    m_blv = np.full(len(lep), np.nan)
+    jets = jet_p4(objects)
+    r = np.flatnonzero(ok)
+    m_blv[r] = _mass(jets[r, b[r]] + lep[r] + n4[r])
+    return {"m_lv": _mass(lep + n4), "m_blv": m_blv}
+
+
+def _peak(m: np.ndarray, nominal: float) -> dict[str, float]:
+    m = m[np.isfinite(m)]
+    q16, q50, q84 = np.quantile(m, [0.16, 0.5, 0.84])
+    return {"median": float(q50), "resolution": float(0.5 * (q84 - q16)),
+            "within_10_percent": float(np.mean(np.abs(m / nominal - 1) < 0.1))}
+
+
+def gap_closed(efficiencies: Mapping[str, Mapping[str, dict]], method: str, baseline: str = "w_mass",
+               ceiling: str = "truth", multiplicities: tuple[str, ...] = ("5", "6", "7", "8", ">=9")) -> dict:
+    """Per multiplicity and averaged over ``multiplicities`` (those with events), the fraction of the gap in
+    leptonic-b efficiency between ``baseline`` and ``ceiling`` that ``method`` closes."""
+    out, closed = {}, []
+    for k in efficiencies[method]:
+        e = {m: efficiencies[m][k]["correct_b_lep"] for m in (method, baseline, ceiling)}
+        gap = e[ceiling] - e[baseline]
+        out[k] = float((e[method] - e[baseline]) / gap) if efficiencies[method][k]["events"] and gap > 0 \
+            else float("nan")
+        if k in multiplicities and np.isfinite(out[k]):
+            closed.append(out[k])
+    out["mean_5_to_9"] = float(np.mean(closed)) if closed else float("nan")
+    return out
+
+
+def evaluate(objects: Mapping[str, np.ndarray], estimates: Mapping[str, np.ndarray],
+             draws: Mapping[str, np.ndarray] | None = None) -> dict:
+    """Every measure of the neutrino estimates (lab-frame ``(n, 3)`` each; ``truth`` is added) on the events
+    ``objects``: pz and eta resolution and bias, m_lv and m_blv peaks, the chi2 assignment's leptonic-b
+    efficiency per multiplicity with the fraction of the W-mass-to-truth gap closed, and, for posterior
+    ``draws`` ``(S, n, 3)`` per method, the calibration of each component."""
+    truth = true_neutrino(objects)
+    estimates = {**estimates, "truth": truth}
+    out: dict = {"events": int(len(truth)), "resolution": {}, "masses": {}, "assignment": {}, "calibration": {}}
+    for name, nu in estimates.items():
+        out["resolution"][name] = regression_metrics(nu, truth)
+        masses = leptonic_masses(objects, nu)
+        out["masses"][name] = {"m_lv": _peak(masses["m_lv"], M_W), "m_blv": _peak(masses["m_blv"], M_TOP)}
+        sig = assignment_sigmas(objects, nu)
+        out["assignment"][name] = {"sigmas": sig.tolist(),
+                                   "efficiency": assignment_efficiency(objects, chi2_assignment(objects, nu, sig))}
+    eff = {k: v["efficiency"] for k, v in out["assignment"].items()}
+    out["gap_closed"] = {k: gap_closed(eff, k) for k in estimates if k not in ("w_mass", "truth")}
+    for name, d in (draws or {}).items():
+        out["calibration"][name] = {c: rank_calibration(d[..., i].T, truth[:, i])
+                                    for i, c in enumerate(("px", "py", "pz"))}
+    return out

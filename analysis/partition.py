@@ -54,3 +54,13 @@ def split_rows(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarr
     perm = rng.permutation(n)
     k = int(round(fraction * n))
     return np.sort(perm[:k]), np.sort(perm[k:])
+
+
+def split_objects(objects: dict[str, np.ndarray], fractions: PartitionConfig, seed: int,
+                  key: str) -> dict[str, dict[str, np.ndarray]]:
+    """The object-level columns of a sample (:func:`analysis.ntuple.read_objects` of its skimmed files, in
+    file order) split into the same partitions as its flat ntuple (:func:`split_sample`, same ``seed`` and
+    ``key``): row ``i`` of a partition here is row ``i`` of that partition there."""
+    n = len(next(iter(objects.values()))) if objects else 0
+    return {name: {k: v[rows] for k, v in objects.items()}
+            for name, rows in partition_indices(n, fractions, seed, key).items()}

@@ -47,6 +47,8 @@ p.add_argument("--epochs", type=int, default=30)
 p.add_argument("--samples", type=int, default=64)
 p.add_argument("--model", default="made_mog")
 p.add_argument("--threads", type=int, default=2)
+p.add_argument("--train-files", default="", help="glob of further skimmed files (e.g. the truth samples of another "
+               "store) whose events join the training partition")
 p.add_argument("--save-draws", default="", help="also write the reference rows, posterior draws (lab frame) and "
                "their log-densities as .npz, for an independent recomputation")
 a = p.parse_args()
@@ -57,13 +59,17 @@ files = [f"{skim}background_{i}.root" for i in range(cfg.samples["background"].n
 obj = read_objects(files)
 rows = partition_indices(len(obj["obj_lepton_pt"]), cfg.partition, cfg.seed, "background")
 part = {q: {k: v[r] for k, v in obj.items()} for q, r in rows.items()}
+if a.train_files:
+    extra = read_objects(sorted(glob.glob(a.train_files)))
+    part["train"] = {k: np.concatenate([part["train"][k], extra[k]]) for k in part["train"]}
 targets = {q: to_lepton_frame(true_neutrino(part[q]), part[q]) for q in part}
 contexts = {q: regression_context(part[q]) for q in part}
 hyper = hyperparameters(a.model, {"hidden_features": [128, 128]})
 settings = TrainSettings(epochs=a.epochs, patience=6, batch_size=512, learning_rate=1e-3, seed=1, threads=a.threads)
 t0 = time.time()
-fit = fit_conditional(a.model, hyper, targets, contexts, TARGETS, target_table(), settings, len(OBJECT_FEATURES),
-                      len(EVENT_FEATURES), on_epoch=lambda r: print(
+embedding = {"kind": "deep_sets", "object_features": len(OBJECT_FEATURES), "event_features": len(EVENT_FEATURES),
+             "out_features": 32, "hidden_features": [64, 64]}
+fit = fit_conditional(a.model, hyper, targets, contexts, TARGETS, target_table(), settings, embedding, on_epoch=lambda r: print(
                           f"epoch {r.epoch} train {r.train_nll:.3f} val {r.val_median_nll:.3f} {r.events_per_s:.0f} ev/s",
                           flush=True))
 train_s = time.time() - t0
@@ -75,7 +81,7 @@ draws = from_lepton_frame(draws, ref)
 truth = true_neutrino(ref)
 estimates = {"w_mass": w_mass_neutrino(ref), "flow_sample": draws[0], "flow_mode": mode_of_samples(draws, logp),
              "truth": truth}
-out = {"description": __doc__, "args": vars(a), "events": {q: int(len(r)) for q, r in rows.items()},
+out = {"description": __doc__, "args": vars(a), "events": {q: int(len(v["obj_lepton_pt"])) for q, v in part.items()},
        "train_seconds": train_s, "best_epoch": fit.result.best_epoch, "sampling_seconds": sample_s,
        "metrics": {}, "assignment": {}, "calibration": {}}
 for name, nu in estimates.items():

@@ -1,4 +1,5 @@
-"""Context for conditional densities from a variable number of objects: a deep-sets embedding.
+"""Context for conditional densities: a deep-sets embedding of a variable number of objects, or an MLP of a
+fixed feature vector (one jet and its event, for a per-jet regression).
 
 A reconstructed event is a set of objects (jets, a lepton, the MET) of varying size. :class:`DeepSetEmbedding`
 maps it to a fixed-size vector, invariant under permutations of the objects (Zaheer et al., "Deep Sets",
@@ -51,12 +52,52 @@ class DeepSetEmbedding(nn.Module):
         return self.rho(torch.cat(pooled, dim=-1))
 
 
+class MLPEmbedding(nn.Module):
+    """``(features (n, f)) -> (n, out_features)``: a fixed-length context (e.g. one jet and its event) through an
+    MLP; the features are standardised inside the module with the training set's mean and width
+    (:meth:`fit_scaling`), so that a saved model carries its own input scaling."""
+
+    def __init__(self, in_features: int, out_features: int, hidden_features: Sequence[int] = (64, 64)):
+        super().__init__()
+        self.net = _mlp([in_features, *hidden_features, out_features])
+        self.register_buffer("shift", torch.zeros(in_features))
+        self.register_buffer("scale", torch.ones(in_features))
+        self.in_features, self.out_features = in_features, out_features
+
+    def fit_scaling(self, features) -> "MLPEmbedding":
+        x = torch.as_tensor(features, dtype=torch.float32)
+        self.shift.copy_(x.mean(dim=0))
+        self.scale.copy_(x.std(dim=0).clamp(min=1e-6))
+        return self
+
+    def forward(self, features: Tensor) -> Tensor:
+        if features.shape[-1] != self.in_features:
+            raise ValueError(f"expected {self.in_features} context features, got {features.shape[-1]}")
+        return self.net((features - self.shift) / self.scale)
+
+
+EMBEDDINGS = {"deep_sets": DeepSetEmbedding, "mlp": MLPEmbedding}
+"""Embedding kind -> class; a specification ``{"kind": ..., **arguments}`` (plain values, saved with a model
+file) builds one through :func:`build_embedding`."""
+
+
+def build_embedding(spec: dict) -> nn.Module:
+    """The embedding of specification ``spec``: ``{"kind": "deep_sets", "object_features": f, "event_features":
+    g, "out_features": k, "hidden_features": [...]}`` or ``{"kind": "mlp", "in_features": f, "out_features": k,
+    "hidden_features": [...]}``."""
+    args = dict(spec)
+    kind = args.pop("kind", None)
+    if kind not in EMBEDDINGS:
+        raise ValueError(f"unknown embedding kind {kind!r}; known: {', '.join(EMBEDDINGS)}")
+    return EMBEDDINGS[kind](**args)
+
+
 class ConditionalDensity(nn.Module):
     """p(x | event) = flow(x | embedding(event)): ``model(objects, mask[, event])`` is a distribution with one
     batch entry per event, so it trains and samples through :mod:`models.training` like any flow, with the
     context given as the tuple ``(objects, mask[, event])``."""
 
-    def __init__(self, flow: nn.Module, embedding: DeepSetEmbedding):
+    def __init__(self, flow: nn.Module, embedding: nn.Module):
         super().__init__()
         self.flow, self.embedding = flow, embedding
 

@@ -28,7 +28,6 @@ from .training import (
     TrainResult,
     TrainSettings,
     nll,
-    nll_values,
     sample_batches,
     train_model,
 )
@@ -175,41 +174,66 @@ class ConditionalFit:
     model: torch.nn.Module
     preprocessor: Preprocessor
     result: TrainResult
+    name: str = ""
+    hyper: dict[str, Any] | None = None
+    embedding: dict[str, Any] | None = None  # specification (models.embedding.build_embedding)
 
 
-def fit_conditional(name: str, hyper: dict[str, Any], targets: dict[str, np.ndarray], contexts: dict[str, tuple],
-                    target_names: list[str], table, settings: TrainSettings, object_features: int,
-                    event_features: int, embedding_size: int = 32, embedding_hidden: Sequence[int] = (64, 64),
+def build_conditional(name: str, hyper: dict[str, Any], features: int, embedding: dict[str, Any]):
+    """Model ``name`` of the registry, conditional on the output of the embedding of specification
+    ``embedding`` (:func:`models.embedding.build_embedding`)."""
+    from .embedding import ConditionalDensity, build_embedding
+
+    emb = build_embedding(embedding)
+    return ConditionalDensity(build(name, features, hyper, context=emb.out_features), emb)
+
+
+def fit_conditional(name: str, hyper: dict[str, Any], targets: dict[str, np.ndarray], contexts: dict[str, Any],
+                    target_names: list[str], table, settings: TrainSettings, embedding: dict[str, Any],
                     on_epoch: Callable[[EpochRecord], None] | None = None) -> ConditionalFit:
     """A conditional density p(target | event) for any application: ``targets[p]`` ``(n, d)`` and
-    ``contexts[p]`` (objects, mask, event features) for the partitions ``train`` and ``validation``; the target
-    preprocessing from ``table`` (a :class:`models.features.FeatureTable`), the model ``name`` of the registry
-    behind a deep-sets embedding of the objects, trained by the one loop with early stopping."""
-    from .embedding import ConditionalDensity, DeepSetEmbedding
-
+    ``contexts[p]`` for the partitions ``train`` and ``validation`` (a tuple (objects, mask, event features) for
+    a ``deep_sets`` embedding, one array for an ``mlp`` one); the target preprocessing from ``table`` (a
+    :class:`models.features.FeatureTable`), the model ``name`` of the registry behind the embedding of
+    specification ``embedding``, trained together by the one loop with early stopping."""
     rng = np.random.default_rng(settings.seed)
     prep = Preprocessor(list(target_names), table=table).fit(targets["train"], rng)
     z = {p: prep.forward(targets[p], rng) for p in ("train", "validation")}
     torch.manual_seed(settings.seed)
-    model = ConditionalDensity(build(name, prep.flow_features, hyper, context=embedding_size),
-                               DeepSetEmbedding(object_features, embedding_size, event_features,
-                                                list(embedding_hidden)))
+    model = build_conditional(name, hyper, prep.flow_features, embedding)
+    if hasattr(model.embedding, "fit_scaling"):
+        model.embedding.fit_scaling(contexts["train"])
     result = train_model(model, z["train"], z["validation"], settings, on_epoch,
                          c_train=contexts["train"], c_val=contexts["validation"])
     model.to("cpu")
-    return ConditionalFit(model, prep, result)
+    return ConditionalFit(model, prep, result, name, dict(hyper), dict(embedding))
 
 
 @torch.no_grad()
-def sample_posterior(fit: ConditionalFit, context: tuple, n_samples: int, seed: int,
-                     batch_size: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+def sample_posterior(fit: ConditionalFit, context, n_samples: int, seed: int,
+                     batch_size: int = 50_000, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """``n_samples`` draws of the target per event, ``(S, n, d)`` in target units, and the model's log-density
     of each draw in flow space ``(S, n)`` (for a target table of kind ``standard`` it orders the draws as the
-    density of the target does: the mode is the draw of highest value)."""
-    model, prep = fit.model.eval(), fit.preprocessor
-    n = len(context[0])
-    tiled = tuple(np.concatenate([np.asarray(c)] * n_samples) for c in context)
-    z = np.concatenate(list(sample_batches(model, n * n_samples, batch_size, seed, context=tiled)))
-    log_prob = -nll_values(model, torch.as_tensor(z, dtype=torch.float32), batch_size, context=tiled)
-    x = prep.inverse(z)
-    return x.reshape(n_samples, n, -1), log_prob.reshape(n_samples, n)
+    density of the target does: the mode is the draw of highest value). Events go through in chunks of
+    ``batch_size // n_samples``, so memory stays bounded by ``batch_size`` draws however many events there
+    are."""
+    from .training import _given, _rows, _tensor
+
+    model, prep = fit.model.eval().to(torch.device(device)), fit.preprocessor
+    n = len(context[0]) if isinstance(context, tuple) else len(context)
+    chunk = max(1, batch_size // n_samples)
+    torch.manual_seed(seed)
+    z_all, lp_all = [], []
+    for lo in range(0, n, chunk):
+        c = _tensor(_rows(context if not isinstance(context, list) else tuple(context), slice(lo, lo + chunk)),
+                    torch.device(device))
+        dist = _given(model, c)
+        z = dist.sample((n_samples,))  # (S, m, d)
+        lp = dist.log_prob(z)  # (S, m)
+        z_all.append(z.to("cpu", torch.float64).numpy())
+        lp_all.append(lp.to("cpu", torch.float64).numpy())
+    model.to("cpu")
+    z = np.concatenate(z_all, axis=1) if z_all else np.zeros((n_samples, 0, prep.flow_features))
+    log_prob = np.concatenate(lp_all, axis=1) if lp_all else np.zeros((n_samples, 0))
+    x = prep.inverse(z.reshape(-1, z.shape[-1]))
+    return x.reshape(n_samples, n, -1), log_prob

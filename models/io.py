@@ -78,3 +78,63 @@ def load_generator(path: str | os.PathLike, device: str = "cpu"):
                          "it again") from None
     model.to(torch.device(device)).eval()
     return model, prep, payload
+
+
+CONDITIONAL_FORMAT = "hepflows-conditional-1"
+
+
+def save_conditional(path: str | os.PathLike, fit, metadata: dict[str, Any] | None = None) -> None:
+    """Write a trained conditional model atomically: a :class:`models.fit.ConditionalFit` (flow, embedding and
+    target preprocessing) or a :class:`models.regression.RegressionFit` (point estimate and quantiles), with
+    the specification that rebuilds it and ``metadata`` (plain values)."""
+    from .fit import ConditionalFit
+
+    payload: dict[str, Any] = {"format": CONDITIONAL_FORMAT, "embedding": dict(fit.embedding),
+                               "state_dict": {k: v.detach().cpu() for k, v in fit.model.state_dict().items()},
+                               "metadata": metadata or {}}
+    if isinstance(fit, ConditionalFit):
+        table = fit.preprocessor.table
+        payload.update(kind="flow", model=fit.name, hyperparameters=fit.hyper,
+                       preprocessing=fit.preprocessor.state_dict(),
+                       table=[{"name": f, "kind": table[f].kind, "unit": table[f].unit, "label": table[f].label}
+                              for f in fit.preprocessor.features])
+    else:
+        payload.update(kind="regressor", targets=int(fit.model.targets), hidden_features=list(fit.hidden_features),
+                       quantiles=list(fit.quantiles), delta=float(fit.delta))
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_conditional(path: str | os.PathLike, rerun: str = "TrainRegression"):
+    """The fit written by :func:`save_conditional` (``ConditionalFit`` or ``RegressionFit``, on the CPU, in
+    evaluation mode) and its metadata; one :class:`InputError` naming the file for anything else."""
+    from .fit import ConditionalFit, build_conditional
+    from .regression import RegressionFit, build_regressor
+    from .training import TrainResult
+
+    payload = load_tensor_file(path, rerun)
+    if not isinstance(payload, dict) or payload.get("format") != CONDITIONAL_FORMAT:
+        raise InputError(f"{path}: not a hepflows conditional-model file ({CONDITIONAL_FORMAT})")
+    try:
+        if payload["kind"] == "flow":
+            from .features import Feature, FeatureTable
+
+            table = FeatureTable([Feature(**{k: str(v) for k, v in f.items()}) for f in payload["table"]])
+            prep = Preprocessor.from_state_dict(payload["preprocessing"], table=table)
+            model = build_conditional(payload["model"], payload["hyperparameters"], prep.flow_features,
+                                      payload["embedding"])
+            model.load_state_dict(payload["state_dict"])
+            fit = ConditionalFit(model.eval(), prep, TrainResult(), payload["model"], payload["hyperparameters"],
+                                 payload["embedding"])
+        elif payload["kind"] == "regressor":
+            model = build_regressor(payload["embedding"], payload["targets"], payload["quantiles"],
+                                    payload["hidden_features"])
+            model.load_state_dict(payload["state_dict"])
+            fit = RegressionFit(model.eval(), TrainResult(), payload["embedding"], payload["hidden_features"],
+                                payload["quantiles"], payload["delta"])
+        else:
+            raise ValueError(f"unknown kind {payload['kind']!r}")
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{path}: not a valid conditional-model file ({type(e).__name__}: {e}); rerun {rerun} to "
+                         "write it again") from None
+    return fit, payload["metadata"]

@@ -402,3 +402,20 @@ class AnalysisWorkflow(AnalysisTask, law.LocalWorkflow, law.htcondor.HTCondorWor
         if str(getattr(self, "device", "cpu")).startswith("cuda"):
             config.custom_content.append(("request_gpus", 1))
         return config
+
+
+class SampleSetMixin:
+    """For the stages that produce samples (generation, skim): which set of samples their ``--truth`` and
+    ``--regression`` flags select, and submission records kept apart per set (same store directory, other
+    branches)."""
+
+    def sample_set(self):
+        cfg = self.analysis_config
+        if self.truth and self.regression:
+            raise SystemExit(f"hepflows: {self.task_family}: --truth and --regression select different samples; "
+                             "give one of them")
+        return cfg.truth_samples if self.truth else cfg.regression_samples if self.regression else cfg.samples
+
+    def htcondor_output_directory(self):
+        kind = ("truth",) if self.truth else ("regression",) if self.regression else ()
+        return law.LocalDirectoryTarget(self.local_path("htcondor", *kind))

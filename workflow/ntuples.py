@@ -2,35 +2,32 @@
 
 from __future__ import annotations
 
-import law
 import luigi
 
 from analysis.generator.nanoaod import write_nanoaod_file
-from workflow.base import AnalysisWorkflow
+from workflow.base import AnalysisWorkflow, SampleSetMixin
 
 
-class GenerateEvents(AnalysisWorkflow):
+class GenerateEvents(SampleSetMixin, AnalysisWorkflow):
     """Generate the ``generator`` samples of the configuration as NanoAOD ROOT files.
 
     Branches: one per (sample, file index); with ``--truth`` those of the truth samples instead
-    (:attr:`analysis.config.AnalysisConfig.truth_samples`; independent seeds: the sample name enters each file's
-    seed). Output: ``<sample>_<index>.root`` with TTrees ``Events`` and
+    (:attr:`analysis.config.AnalysisConfig.truth_samples`), with ``--regression`` those of the regressions'
+    training samples (:attr:`~analysis.config.AnalysisConfig.regression_samples`); independent seeds: the sample
+    name enters each file's seed. Output: ``<sample>_<index>.root`` with TTrees ``Events`` and
     ``Runs``. Configurations without generator samples (e.g. ``higgs_uci``) have no branches.
     """
 
     truth = luigi.BoolParameter(default=False, description="generate the truth samples (independent simulated "
                                 "background) instead of the configured ones; default: false")
+    regression = luigi.BoolParameter(default=False, description="generate the training samples of the "
+                                     "conditional regressions instead of the configured ones; default: false")
 
     def create_branch_map(self):
-        cfg = self.analysis_config
-        samples = cfg.truth_samples if self.truth else cfg.samples
+        samples = self.sample_set()
         branches = [{"sample": name, "index": i}
                     for name, s in samples.items() if s.source == "generator" for i in range(s.n_files)]
         return dict(enumerate(branches))
-
-    def htcondor_output_directory(self):
-        # the truth samples keep their submission records apart (same store directory, other branches)
-        return law.LocalDirectoryTarget(self.local_path(*(("htcondor", "truth") if self.truth else ("htcondor",))))
 
     def output(self):
         return self.local_target(f"{self.branch_data['sample']}_{self.branch_data['index']}.root")

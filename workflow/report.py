@@ -19,6 +19,7 @@ from workflow.classifiers import CompareClassifiers, TrainClassifier
 from workflow.evaluation import EvaluateFlow, FidelityTest
 from workflow.flows import TrainFlow, TruthSample
 from workflow.limits import LimitScan
+from workflow.regression import EvaluateRegression
 from workflow.skim import SkimSummary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +41,9 @@ class RunAnalysis(AnalysisTask):
 
     def requires(self):
         branches = self._flow_branches()
-        return {
+        regression = {"regression": EvaluateRegression.req(self)} if self.analysis_config.regression.applications \
+            else {}
+        return {**regression,
             "summary": SkimSummary.req(self),
             "flows": {s: TrainFlow.req(self, branch=b) for s, b in branches.items()},
             "evaluation": {s: EvaluateFlow.req(self, branch=b) for s, b in branches.items()},
@@ -68,6 +71,8 @@ class RunAnalysis(AnalysisTask):
         self._generators(rep, inp, evaluation)
         self._classifiers(rep, inp)
         self._limits(rep, limits, inp)
+        if "regression" in inp:
+            self._regression(rep, inp["regression"]["collection"].targets)
         self._provenance(rep)
         with atomic_directory(self.output().path) as tmp:
             rep.write(tmp)
@@ -240,6 +245,57 @@ class RunAnalysis(AnalysisTask):
             kind = target["metrics.json"].load(formatter="json")["classifier"]
             rep.figure(target["classifier.png"].path, f"classifier_{kind}", f"{kind}: scores, ROC, importances, "
                        "training")
+
+    def _regression(self, rep: ReportBuilder, outputs: dict) -> None:
+        cfg = self.analysis_config
+        r = cfg.regression
+        train = f"{r.train_factor:g} x the configured samples, simulated apart" if r.train_factor else \
+            "the train partitions of the analysis samples"
+        rep.section("regression", "Conditional flows on the truth record: neutrino and b-jet regression",
+                    f"Trained on {train}; evaluated on the reference partitions ({r.evaluation_events:,} events, "
+                    f"{r.samples} posterior draws each), first seed of {list(r.seeds)}. Flow: {r.model} behind an "
+                    "embedding of the event; baselines: the W-mass solution (neutrino), no correction (b jets), "
+                    "and a feed-forward network with Huber and quantile losses.")
+        for b, out in outputs.items():
+            m = out["metrics"].load(formatter="json")
+            first = m["per_seed"][str(r.seeds[0])]
+            figures = out["figures"].path
+            if m["application"] == "neutrino":
+                mult = list(next(iter(first["assignment"].values()))["efficiency"])
+                rows = []
+                for name, res in first["resolution"].items():
+                    eff = first["assignment"][name]["efficiency"]
+                    rows.append([name, f"{res['pz']['resolution']:.1f}", f"{res['eta']['resolution']:.3f}",
+                                 f"{first['masses'][name]['m_blv']['resolution']:.1f}"]
+                                + [f"{eff[k]['correct_b_lep']:.3f}" if eff[k]["events"] else "-" for k in mult]
+                                + [f"{first['gap_closed'][name]['mean_5_to_9']:.2f}" if name in first["gap_closed"]
+                                   else "-"])
+                rep.add("<h3>Neutrino (nu-Flows)</h3>" + html_table(
+                    ["estimate", "pz resolution [GeV]", "eta resolution", "m_blv resolution [GeV]"]
+                    + [f"b_lep right, {k} jets" for k in mult] + ["gap W-mass to truth closed (5-9 jets)"], rows))
+                cal = first["calibration"]["flow"]
+                rep.add("<p>Flow posterior calibration: " + "; ".join(
+                    f"{c}: KS {v['ks']:.3f}, 68 % coverage {v['coverage68']:.3f}, 95 % {v['coverage95']:.3f}"
+                    for c, v in cal.items()) + "</p>")
+                for name in ("neutrino_resolution", "neutrino_assignment", "neutrino_calibration",
+                             "neutrino_posteriors"):
+                    rep.figure(os.path.join(figures, f"{name}.png"), name, name.replace("_", " "), "48%")
+            else:
+                rows = []
+                for name, res in first["resolution"].items():
+                    cov = first["coverage"].get(name)
+                    masses = first["masses"][name]
+                    rows.append([name, f"{res['all']['resolution']:.4f}", f"{res['all']['median']:.4f}"]
+                                + [f"{100 * v['relative_resolution']:.2f} % ({100 * v.get('improvement_over_none', 0):+.1f} %)"
+                                   for v in masses.values()]
+                                + ([f"{cov['50']['all']:.3f}", f"{cov['68']['all']:.3f}"] if cov else ["-", "-"]))
+                peaks = [f"{v['peak']} ({s}) relative resolution (vs none)"
+                         for s, v in first["masses"]["none"].items()]
+                rep.add("<h3>b-jet energy regression</h3>" + html_table(
+                    ["correction", "effective resolution of pT_pred/pT_true", "median"] + peaks
+                    + ["50 % coverage", "68 % coverage"], rows))
+                for name in ("bjet_resolution", "bjet_masses", "bjet_coverage", "bjet_posteriors"):
+                    rep.figure(os.path.join(figures, f"{name}.png"), name, name.replace("_", " "), "48%")
 
     def _limits(self, rep: ReportBuilder, limits: dict, inp: dict) -> None:
         lim = inp["limits"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import law
 import luigi
 import numpy as np
 
@@ -13,18 +12,21 @@ from analysis.ntuple import read_ntuples, write_ntuple
 from analysis.plotting import plot_cutflow, plot_features
 from analysis.readers import check_higgs_head, count_higgs_rows, nanoaod_input_files
 from analysis.skim import merge_cutflows, sample_normalisation, skim_higgs_csv, skim_nanoaod, yield_warning
-from workflow.base import AnalysisTask, AnalysisWorkflow
+from workflow.base import AnalysisTask, AnalysisWorkflow, SampleSetMixin
 from workflow.ntuples import GenerateEvents
 
-class Skim(AnalysisWorkflow):
+class Skim(SampleSetMixin, AnalysisWorkflow):
     """Object and event selection and the 28 HIGGS features (see :mod:`analysis.skim`).
 
     Branches: one per generated file, per real NanoAOD file, or per chunk of ``events_per_file`` rows of a
-    HIGGS CSV; with ``--truth``, one per file of the truth samples instead. Outputs per branch: the flat ntuple ``<sample>_<index>.root`` and ``cutflow_<sample>_<index>.json``.
+    HIGGS CSV; with ``--truth`` (``--regression``), one per file of the truth samples (the regressions' training
+    samples) instead. Outputs per branch: the flat ntuple ``<sample>_<index>.root`` and ``cutflow_<sample>_<index>.json``.
     """
 
     truth = luigi.BoolParameter(default=False, description="skim the truth samples (independent simulated "
                                 "background) instead of the configured ones; default: false")
+    regression = luigi.BoolParameter(default=False, description="skim the training samples of the conditional "
+                                     "regressions instead of the configured ones; default: false")
 
     def create_branch_map(self):
         """The branches; the input files are checked here, at scheduling time, so a bad input stops the run
@@ -35,7 +37,7 @@ class Skim(AnalysisWorkflow):
         cfg = self.analysis_config
         branches = []
         seen: dict[str, tuple[str, str, str]] = {}  # NanoAOD files by real path: each may be listed once
-        for name, s in (cfg.truth_samples if self.truth else cfg.samples).items():
+        for name, s in self.sample_set().items():
             if s.source == "generator":
                 branches += [{"sample": name, "index": i, "source": s.source} for i in range(s.n_files)]
             elif s.source == "nanoaod":
@@ -57,10 +59,6 @@ class Skim(AnalysisWorkflow):
     def external_inputs(self) -> list[str]:
         return [self.branch_data["file"]] if self.is_branch() and "file" in self.branch_data else []
 
-    def htcondor_output_directory(self):
-        # the truth samples keep their submission records apart (same store directory, other branches)
-        return law.LocalDirectoryTarget(self.local_path(*(("htcondor", "truth") if self.truth else ("htcondor",))))
-
     def outputs_by_sample(self) -> dict[str, list[dict]]:
         """The workflow's branch outputs (``{"ntuple": ..., "cutflow": ...}``) grouped by sample."""
         branch_map = self.get_branch_map()
@@ -70,14 +68,14 @@ class Skim(AnalysisWorkflow):
         return grouped
 
     def _generator_branches(self, sample: str) -> list[int]:
-        gen = GenerateEvents.req(self, truth=self.truth)
+        gen = GenerateEvents.req(self, truth=self.truth, regression=self.regression)
         return GenerateEvents.branches_of_sample(gen.get_branch_map(), sample)
 
     def workflow_requires(self):
         reqs = super().workflow_requires()
         cfg = self.analysis_config
-        if any(s.source == "generator" for s in (cfg.truth_samples if self.truth else cfg.samples).values()):
-            reqs["events"] = GenerateEvents.req(self, truth=self.truth)
+        if any(s.source == "generator" for s in self.sample_set().values()):
+            reqs["events"] = GenerateEvents.req(self, truth=self.truth, regression=self.regression)
         return reqs
 
     def requires(self):
@@ -85,7 +83,7 @@ class Skim(AnalysisWorkflow):
         if data["source"] != "generator":
             return {}
         # all files of the sample: the normalisation needs the sum of generator weights over all of them
-        return {b: GenerateEvents.req(self, branch=b, truth=self.truth) for b in self._generator_branches(data["sample"])}
+        return {b: GenerateEvents.req(self, branch=b, truth=self.truth, regression=self.regression) for b in self._generator_branches(data["sample"])}
 
     def output(self):
         d = self.branch_data

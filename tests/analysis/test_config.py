@@ -15,6 +15,12 @@ def test_shipped_configs_load():
     assert n_paper >= 10**7  # paper scale: millions of background events
     assert h.feature_units == "normalised" and h.sample("signal").source == "higgs_csv"
     assert q.physics.top.mass == 172.5 and q.physics.w.width == 2.09
+    r = load_config("regression")
+    assert r.regression.applications == ("neutrino", "bjet") and not q.regression.applications
+    assert {k: v.n_files for k, v in r.regression_samples.items()} == {"background_regression": 20,
+                                                                       "signal_regression": 5}
+    assert set(r.all_samples) == {"background", "signal", "background_truth", "background_regression",
+                                  "signal_regression"}
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -35,6 +41,13 @@ def test_shipped_configs_load():
     (lambda d: d.update(luminosity_fb=0), "luminosity_fb: must be > 0"),
     (lambda d: d.update(physics={"heavy_higgs": {"mass": 300.0}}), "physics.heavy_higgs.mass"),
     (lambda d: d.update(samples={}), "samples: at least one sample"),
+    (lambda d: d.update(regression={"applications": ["neutrinos"]}), "regression.applications: unknown application"),
+    (lambda d: d.update(regression={"model": "glow"}), "regression.model: unknown flow model"),
+    (lambda d: d.update(regression={"train_factor": -1}), "regression.train_factor: must be >= 0"),
+    (lambda d: d.update(regression={"hyperparameters": {"bins": 8}}), "regression.hyperparameters.bins"),
+    (lambda d: d["samples"]["background"].update(source="higgs_csv", path="x.csv") or d.update(
+        feature_units="normalised", regression={"applications": ["bjet"]}), "need the truth record"),
+    (lambda d: d["samples"].update(background_regression=d["samples"]["background"]), "are reserved"),
 ])
 def test_invalid_values_name_the_key(mutate, message):
     d = copy.deepcopy(tiny_config_dict())
@@ -47,7 +60,7 @@ def test_invalid_values_name_the_key(mutate, message):
 
 
 def test_unknown_name_and_bad_files(tmp_path):
-    with pytest.raises(ConfigError, match="no such configuration; shipped: higgs_uci, paper, quickstart"):
+    with pytest.raises(ConfigError, match="no such configuration; shipped: higgs_uci, paper, quickstart, regression"):
         load_config("quickstrat")
     with pytest.raises(ConfigError, match="file not found"):
         load_config(str(tmp_path / "missing.yaml"))

@@ -110,8 +110,9 @@ def test_conditional_fit_samples_and_mode(objects):
     targets = {q: to_lepton_frame(true_neutrino(part[q]), part[q]) for q in part}
     contexts = {q: regression_context(part[q]) for q in part}
     fit = fit_conditional("made_mog", {"components": 3, "hidden_features": [32, 32]}, targets, contexts, TARGETS,
-                          target_table(), TrainSettings(epochs=3, batch_size=256, seed=1), len(OBJECT_FEATURES),
-                          len(EVENT_FEATURES), embedding_size=8, embedding_hidden=[16])
+                          target_table(), TrainSettings(epochs=3, batch_size=256, seed=1),
+                          {"kind": "deep_sets", "object_features": len(OBJECT_FEATURES),
+                           "event_features": len(EVENT_FEATURES), "out_features": 8, "hidden_features": [16]})
     assert fit.preprocessor.kinds == ["standard"] * 3 and len(fit.result.history) == 3
     draws, logp = sample_posterior(fit, contexts["test"], 16, seed=3)
     assert draws.shape == (16, 200, 3) and logp.shape == (16, 200) and np.all(np.isfinite(logp))
