@@ -70,6 +70,16 @@ def _rows(results: dict) -> list[str]:
                     f"{1e3 * f['median_s']:.0f} ms [{1e3 * f['min_s']:.0f}, {1e3 * f['max_s']:.0f}] | "
                     f"pyhf upper_limit: {li['pyhf_seconds']:.1f} s | x{li['speedup']:.0f} faster, max. relative "
                     f"difference {100 * li['max_relative_difference']:.2f} % |")
+    if "regression" in results:
+        rg = results["regression"]
+        for name in ("neutrino", "bjet"):
+            r = rg[name]
+            unit = "events" if name == "neutrino" else "jets"
+            rows.append(f"| {name} regression: training ({r['train_rows']:,} {unit}), flow / network | "
+                        f"{r['flow_train_per_s']:,.0f} / {r['dnn_train_per_s']:,.0f} {unit}/s; posterior "
+                        f"{r['flow_draws_per_s']['median']:,.0f} draws/s, network "
+                        f"{r['dnn_predictions_per_s']['median']:,.0f} {unit}/s | classical baseline "
+                        f"{r['baseline_per_s']['median']:,.0f} {unit}/s | |")
     if "end_to_end" in results:
         e = results["end_to_end"]
         rows.append(f"| RunAnalysis end to end ({e['config']}, empty store, 1 worker) | {e['wall_seconds'] / 60:.1f} "

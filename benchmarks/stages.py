@@ -299,7 +299,58 @@ def bench_flows(cfg: AnalysisConfig, quick: bool, workdir: Path) -> dict:
     }
 
 
-STAGES = ("generator", "skim", "skim_scaling", "flows", "evaluation", "limits", "end_to_end", "completeness")
+def bench_regression(cfg: AnalysisConfig, quick: bool, repeats: int, workdir: Path) -> dict:
+    """The conditional applications (issue 15): training throughput (events or jets per second, the second of two
+    epochs) of the flow and the feed-forward network of each application, and posterior sampling throughput
+    (draws per second, 64 per event, median over repeats), against the classical baseline's rate on the same
+    events (the W-mass solution; for b jets, building the context)."""
+    import torch
+
+    from analysis import bjet, neutrino
+    from analysis.ntuple import read_objects, write_ntuple
+    from models.fit import fit_conditional, sample_posterior
+    from models.registry import hyperparameters
+    from models.regression import fit_regressor, predict
+    from models.training import TrainSettings
+
+    n_events = 60_000 if quick else 240_000
+    path = workdir / "regression_input.root"
+    write_nanoaod_file(path, cfg, "background", 0, n_events=n_events)
+    cols, _ = skim_nanoaod(path, cfg, 0, 1.0)
+    write_ntuple(workdir / "regression_skim.root", cols, {"sample": "background"})
+    objects = read_objects([workdir / "regression_skim.root"])
+    n = len(objects["obj_n_jets"])
+    half = {"train": slice(0, int(0.8 * n)), "validation": slice(int(0.8 * n), n)}
+    out = {"events": n}
+    for name, app in (("neutrino", neutrino), ("bjet", bjet)):
+        parts = {p: {k: v[r] for k, v in objects.items()} for p, r in half.items()}
+        data = {p: app.regression_data(o) for p, o in parts.items()}
+        targets = {p: d[0] for p, d in data.items()}
+        contexts = {p: d[1] for p, d in data.items()}
+        emb = app.embedding_spec(32, [64, 64])
+        settings = TrainSettings(epochs=2, patience=5, batch_size=512, seed=1)
+        torch.manual_seed(0)
+        table = app.target_table()
+        flow = fit_conditional("made_mog", hyperparameters("made_mog", {"hidden_features": [128, 128]}), targets,
+                               contexts, table.names, table, settings, emb)
+        dnn = fit_regressor(targets, contexts, emb, settings, [128, 128])
+        ctx = contexts["validation"]
+        n_ctx = len(targets["validation"])
+        t_flow = timed(lambda: sample_posterior(flow, ctx, 64, seed=1), repeats)
+        t_dnn = timed(lambda: predict(dnn.model, ctx), repeats)
+        base = (lambda: neutrino.w_mass_neutrino(parts["validation"])) if name == "neutrino" else \
+            (lambda: bjet.regression_data(parts["validation"]))
+        t_base = timed(base, repeats)
+        out[name] = {"train_rows": len(targets["train"]),
+                     "flow_train_per_s": flow.result.history[-1].events_per_s,
+                     "dnn_train_per_s": dnn.result.history[-1].events_per_s,
+                     "flow_draws_per_s": _rate(64 * n_ctx, t_flow), "dnn_predictions_per_s": _rate(n_ctx, t_dnn),
+                     "baseline_per_s": _rate(n_ctx, t_base), "rows": n_ctx}
+    return out
+
+
+STAGES = ("generator", "skim", "skim_scaling", "flows", "evaluation", "limits", "regression", "end_to_end",
+          "completeness")
 
 
 def run_all(cfg: AnalysisConfig, quick: bool, only: tuple[str, ...] = STAGES, e2e_store: Path | None = None) -> dict:
@@ -313,6 +364,7 @@ def run_all(cfg: AnalysisConfig, quick: bool, only: tuple[str, ...] = STAGES, e2
         "flows": lambda w: bench_flows(cfg, quick, w),
         "evaluation": lambda w: bench_evaluation(cfg, 50_000 if quick else 1_000_000, 1 if quick else 3, w),
         "limits": lambda w: bench_limits(5 if quick else 20, 5),
+        "regression": lambda w: bench_regression(cfg, quick, 3, w),
         "end_to_end": lambda w: bench_end_to_end(cfg.name, w / "e2e", e2e_store),
         # on a finished run (version "bench") in --e2e-store, e.g. the one end_to_end just wrote
         "completeness": lambda w: completeness_check(e2e_store, cfg.name) if e2e_store else None,
