@@ -14,6 +14,11 @@ REPO = Path(__file__).resolve().parents[1]
 HIGGS_SAMPLE = REPO.parent / "shared" / "data" / "HIGGS_sample.csv.gz"
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# pytest-xdist runs one worker per core: torch (and the law processes the CLI tests start, which inherit this)
+# then use one thread each instead of oversubscribing the cores (with two threads per worker a flow test took 4x
+# as long while the other worker trained)
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def tiny_config_dict(bkg_events: int = 6000, sig_events: int = 4000, **overrides) -> dict:
