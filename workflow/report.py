@@ -273,6 +273,11 @@ class RunAnalysis(AnalysisTask):
                 rep.add("<h3>Neutrino (nu-Flows)</h3>" + html_table(
                     ["estimate", "pz resolution [GeV]", "eta resolution", "m_blv resolution [GeV]"]
                     + [f"b_lep right, {k} jets" for k in mult] + ["gap W-mass to truth closed (5-9 jets)"], rows))
+                if len(m["per_seed"]) > 1:
+                    rep.add("<p>Per seed (training seed of flow and network): " + "; ".join(
+                        f"seed {s}: mode's gap closed {v['gap_closed']['flow_mode']['mean_5_to_9']:.2f}, leptonic b "
+                        f"right at 4 jets {v['assignment']['flow_mode']['efficiency']['4']['correct_b_lep']:.3f}, pz "
+                        f"KS {v['calibration']['flow']['pz']['ks']:.4f}" for s, v in m["per_seed"].items()) + "</p>")
                 cal = first["calibration"]["flow"]
                 rep.add("<p>Flow posterior calibration: " + "; ".join(
                     f"{c}: KS {v['ks']:.3f}, 68 % coverage {v['coverage68']:.3f}, 95 % {v['coverage95']:.3f}"
@@ -291,7 +296,11 @@ class RunAnalysis(AnalysisTask):
                                 + ([f"{cov['50']['all']:.3f}", f"{cov['68']['all']:.3f}"] if cov else ["-", "-"]))
                 peaks = [f"{v['peak']} ({s}) relative resolution (vs none)"
                          for s, v in first["masses"]["none"].items()]
-                rep.add("<h3>b-jet energy regression</h3>" + html_table(
+                spread = "" if len(m["per_seed"]) < 2 else "<p>Per seed: " + "; ".join(
+                    f"seed {s}: flow resolution {v['resolution']['flow_median']['all']['resolution']:.4f}, network "
+                    f"{v['resolution']['dnn']['all']['resolution']:.4f}, flow 68 % coverage "
+                    f"{v['coverage']['flow_median']['68']['all']:.3f}" for s, v in m["per_seed"].items()) + "</p>"
+                rep.add("<h3>b-jet energy regression</h3>" + spread + html_table(
                     ["correction", "effective resolution of pT_pred/pT_true", "median"] + peaks
                     + ["50 % coverage", "68 % coverage"], rows))
                 for name in ("bjet_resolution", "bjet_masses", "bjet_coverage", "bjet_posteriors"):
