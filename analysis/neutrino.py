@@ -324,6 +324,13 @@ def gap_closed(efficiencies: Mapping[str, Mapping[str, dict]], method: str, base
     return out
 
 
+def quantile_coverage(quantiles: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Coverage of predicted 50 % and 68 % intervals: ``quantiles`` ``(n, 4)`` at 16, 25, 75 and 84 % (a
+    quantile regression's output), ``truth`` ``(n,)``."""
+    inside = lambda lo, hi: float(np.mean((truth >= quantiles[:, lo]) & (truth <= quantiles[:, hi])))  # noqa: E731
+    return {"coverage50": inside(1, 2), "coverage68": inside(0, 3)}
+
+
 def evaluate(objects: Mapping[str, np.ndarray], estimates: Mapping[str, np.ndarray],
              draws: Mapping[str, np.ndarray] | None = None) -> dict:
     """Every measure of the neutrino estimates (lab-frame ``(n, 3)`` each; ``truth`` is added) on the events

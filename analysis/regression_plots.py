@@ -86,6 +86,15 @@ def plot_neutrino_regression(metrics: Mapping, example: Mapping, directory: str 
     return paths
 
 
+def _pt_bin_axes(axes, x, bins) -> None:
+    """The reconstructed-pT bins as the x axis of each of ``axes``, with a legend; room between the panels."""
+    for ax in axes:
+        ax.set_xticks(x, bins, rotation=30)
+        ax.set_xlabel(r"reconstructed jet $p_T$ [GeV]")
+        ax.legend(fontsize=11)
+    axes[0].figure.subplots_adjust(wspace=0.3)
+
+
 def plot_bjet_regression(metrics: Mapping, example: Mapping, directory: str | os.PathLike,
                          title: str = "") -> list[Path]:
     """Resolution and bias of pT_pred / pT_true in pT bins, interval coverage in pT bins, the h -> bb and
@@ -102,11 +111,7 @@ def plot_bjet_regression(metrics: Mapping, example: Mapping, directory: str | os
     axes[0].set_ylabel(r"effective resolution of $p_T^{pred}/p_T^{true}$", fontsize=16)
     axes[1].set_ylabel(r"median of $p_T^{pred}/p_T^{true}$", fontsize=16)
     axes[1].axhline(1.0, color="k", lw=1)
-    for ax in axes:
-        ax.set_xticks(x, bins, rotation=30)
-        ax.set_xlabel(r"reconstructed jet $p_T$ [GeV]")
-        ax.legend(fontsize=11)
-    fig.subplots_adjust(wspace=0.3)
+    _pt_bin_axes(axes, x, bins)
     fig.suptitle(f"{title}: b-jet energy regression", fontsize=14)
     paths += _save(fig, directory, "bjet_resolution")
 
@@ -117,10 +122,7 @@ def plot_bjet_regression(metrics: Mapping, example: Mapping, directory: str | os
     for level, ax in zip((0.50, 0.68), axes):
         ax.axhline(level, color="k", ls="--")
         ax.set_ylabel(f"coverage of the {round(100 * level)} % interval", fontsize=16)
-        ax.set_xticks(x, bins, rotation=30)
-        ax.set_xlabel(r"reconstructed jet $p_T$ [GeV]")
-        ax.legend(fontsize=11)
-    fig.subplots_adjust(wspace=0.3)
+    _pt_bin_axes(axes, x, bins)
     fig.suptitle(f"{title}: per-jet calibration", fontsize=14)
     paths += _save(fig, directory, "bjet_coverage")
 

@@ -180,7 +180,8 @@ class EvaluateRegression(RegressionData, FlowTask, AnalysisWorkflow):
         first = next(iter(data))
         per_sample = max(1, r.evaluation_events // len(data))
         reference = {s: {k: v[:per_sample] for k, v in objects.items()} for s, objects in data.items()}
-        fits = {key: load_conditional(t["model"].path)[0] for key, t in inputs.items()}
+        loaded = {key: load_conditional(t["model"].path) for key, t in inputs.items()}  # (fit, metadata)
+        fits = {key: fit for key, (fit, _) in loaded.items()}
         result: dict = {"application": name, "samples": r.samples, "seeds": list(r.seeds), "per_seed": {}}
         examples = {}
         for seed in r.seeds:
@@ -197,12 +198,16 @@ class EvaluateRegression(RegressionData, FlowTask, AnalysisWorkflow):
                              "dnn": neutrino.from_lepton_frame(central, objects),
                              "flow_sample": draws[0], "flow_mode": neutrino.mode_of_samples(draws, logp)}
                 metrics = app.evaluate(objects, estimates, {"flow": draws})
-                metrics["calibration"]["dnn"] = _dnn_coverage(quantiles[:, 2], neutrino.true_neutrino(objects)[:, 2])
+                metrics["calibration"]["dnn"] = {"pz": neutrino.quantile_coverage(
+                    quantiles[:, 2], neutrino.true_neutrino(objects)[:, 2])}
+                n_rows = len(context[0])
                 examples[seed] = {"objects": objects, "draws": draws, "estimates": estimates}
             else:
                 predictions: dict = {"dnn": {}, "flow_median": {}}
+                n_rows = 0
                 for s, objects in reference.items():
                     _, context = app.regression_data(objects)
+                    n_rows += len(context)
                     draws, _ = sample_posterior(flow, context, r.samples, seed=seed, device=self.device)
                     q = np.quantile(draws[..., 0], [0.5, 0.16, 0.25, 0.75, 0.84], axis=0)
                     predictions["flow_median"][s] = dict(zip(("response", "q16", "q25", "q75", "q84"), q))
@@ -216,11 +221,9 @@ class EvaluateRegression(RegressionData, FlowTask, AnalysisWorkflow):
                 metrics = app.evaluate(samples, predictions)
                 examples[seed]["reference"] = reference
                 examples[seed]["predictions"] = predictions
-            n_draws = r.samples * sum(len(app.regression_data(o)[0]) for o in (
-                [reference[first]] if name == "neutrino" else reference.values()))
-            metrics["timing"] = {"evaluation_seconds": time.perf_counter() - t0, "posterior_draws": n_draws,
-                                 "train_seconds": {k: load_conditional(t["model"].path)[1]["train_seconds"]
-                                                   for k, t in inputs.items() if k.endswith(f"_{seed}")}}
+            metrics["timing"] = {"evaluation_seconds": time.perf_counter() - t0, "posterior_draws": r.samples * n_rows,
+                                 "train_seconds": {k: meta["train_seconds"] for k, (_, meta) in loaded.items()
+                                                   if k.endswith(f"_{seed}")}}
             result["per_seed"][str(seed)] = metrics
         out = self.output()
         seed = r.seeds[0]
@@ -229,9 +232,3 @@ class EvaluateRegression(RegressionData, FlowTask, AnalysisWorkflow):
             plot(result["per_seed"][str(seed)], examples[seed], tmp, title=f"{cfg.name}, seed {seed}")
         write_json(out["metrics"].path, result)
 
-
-def _dnn_coverage(quantiles: np.ndarray, truth: np.ndarray) -> dict:
-    """Coverage of the feed-forward regression's predicted 50 % and 68 % intervals of pz (quantiles 16, 25, 75,
-    84 %)."""
-    return {"pz": {"coverage50": float(np.mean((truth >= quantiles[:, 1]) & (truth <= quantiles[:, 2]))),
-                   "coverage68": float(np.mean((truth >= quantiles[:, 0]) & (truth <= quantiles[:, 3])))}}
