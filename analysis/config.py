@@ -471,7 +471,12 @@ class RegressionConfig:
     generator sample's events (own seeds; 90 % train, 10 % validation), or, with ``train_factor: 0``, on the train
     and validation partitions of the analysis samples (the neutrino on the background, the b jets on background
     and signal). They are evaluated on ``evaluation_events`` events of the analysis samples' reference
-    partitions with ``samples`` posterior draws per event. Empty ``applications``: off."""
+    partitions with ``samples`` posterior draws per event. Empty ``applications``: off.
+
+    ``feed``: the analysis runs a second time on features recomputed with the regressed neutrino and b jets
+    (:mod:`analysis.feed`, models of the first seed, ``feed_draws`` posterior draws per event and jet) on every
+    sample, the truth sample included (``--features regressed`` of the stages from ``PartitionEvents`` on), and
+    the report compares the two side by side."""
 
     applications: tuple[str, ...] = ()
     train_factor: float = 0.0
@@ -484,8 +489,13 @@ class RegressionConfig:
     training: FlowTrainingConfig = FlowTrainingConfig(epochs=30, patience=6)
     samples: int = 256
     evaluation_events: int = 20_000
+    feed: bool = False
+    feed_draws: int = 64
 
     def validate(self, path: str) -> None:
+        _check(isinstance(self.feed, bool), f"{path}.feed: expected true or false, got {self.feed!r}")
+        _check(not self.feed or self.applications, f"{path}.feed: needs at least one of applications")
+        _at_least(f"{path}.feed_draws", self.feed_draws, 1)
         for a in self.applications:
             _check(a in REGRESSIONS, f"{path}.applications: unknown application {a!r}; known: "
                    f"{', '.join(REGRESSIONS)}")
@@ -667,6 +677,8 @@ class AnalysisConfig:
             s.source == "generator" for s in self.samples.values())), f"{p}regression.applications: the "
             "conditional applications need the truth record of the embedded generator (all samples with source "
             "'generator')")
+        _check(not (self.regression.feed and self.flows.derive_masses), f"{p}regression.feed: the regressed "
+               "masses cannot be derived from the generated jets; set flows.derive_masses to false")
         _check(self.feature_units in ("GeV", "normalised"),
                f"{p}feature_units: must be 'GeV' or 'normalised', got {self.feature_units!r}")
 

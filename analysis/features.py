@@ -185,13 +185,21 @@ def compute_features(lepton: dict, met: dict, jets: dict, btag_working_points: l
     return {k: np.asarray(out[k], dtype=np.float32) for k in FEATURES + BTAG_SCORES + JET_MASSES}
 
 
-def high_level_masses(lepton: dict, met: dict, jets: dict) -> dict[str, np.ndarray]:
+def high_level_masses(lepton: dict, met: dict, jets: dict, neutrino: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The seven high-level masses (:data:`HIGH_LEVEL`, float64) with the jet assignment of the module docstring,
-    from the objects as :func:`compute_features` takes them (lepton mass 0 if ``lepton`` has none)."""
+    from the objects as :func:`compute_features` takes them (lepton mass 0 if ``lepton`` has none).
+
+    ``neutrino``: an estimate of the neutrino momentum ``(n, 3)`` (px, py, pz in GeV; e.g. regressed by
+    nu-Flows) used instead of the W-mass solution with the MET; ``m_lv`` is then m(l nu) itself, no point mass.
+    """
     out: dict[str, np.ndarray] = {}
     lep = _ptetaphim(lepton["pt"], lepton["eta"], lepton["phi"], lepton.get("mass", np.zeros_like(lepton["pt"])))
-    met_px, met_py = met["pt"] * np.cos(met["phi"]), met["pt"] * np.sin(met["phi"])
-    pz, real = neutrino_pz(lep.px, lep.py, lep.pz, lep.E, met_px, met_py, return_real=True)
+    if neutrino is None:
+        met_px, met_py = met["pt"] * np.cos(met["phi"]), met["pt"] * np.sin(met["phi"])
+        pz, real = neutrino_pz(lep.px, lep.py, lep.pz, lep.E, met_px, met_py, return_real=True)
+    else:
+        met_px, met_py, pz = (np.asarray(neutrino, np.float64)[:, k] for k in range(3))
+        real = np.zeros(len(pz), bool)
     nu = _lorentz(met_px, met_py, pz, np.sqrt(met_px**2 + met_py**2 + pz**2))
     w_lep = lep + nu
 
@@ -207,7 +215,8 @@ def high_level_masses(lepton: dict, met: dict, jets: dict) -> dict[str, np.ndarr
     out["m_jj"] = np.asarray(w_had.mass)
     out["m_jjj"] = np.where(first_is_had, np.asarray(top1.mass), np.asarray(top2.mass))
     # exact where the constraint holds: the float64 roundoff of sqrt(E^2 - p^2) would smear the point mass
-    out["m_lv"] = np.where(real, M_W, np.maximum(np.asarray(w_lep.mass), M_W))
+    out["m_lv"] = (np.where(real, M_W, np.maximum(np.asarray(w_lep.mass), M_W)) if neutrino is None
+                   else np.asarray(w_lep.mass))
     out["m_jlv"] = b_lep_mass
     out["m_bb"] = np.asarray(bb.mass)
     out["m_wbb"] = np.asarray((w_lep + bb).mass)

@@ -156,3 +156,32 @@ def plot_bjet_regression(metrics: Mapping, example: Mapping, directory: str | os
     fig.suptitle(f"{title}: per-jet response posteriors", fontsize=14)
     paths += _save(fig, directory, "bjet_posteriors")
     return paths
+
+
+_MASS_RANGES = {"m_lv": (40.0, 160.0), "m_jjj": (0.0, 500.0), "m_jlv": (0.0, 500.0), "m_bb": (0.0, 400.0),
+                "m_wbb": (100.0, 800.0), "m_wwbb": (200.0, 1200.0)}
+
+
+def plot_regressed_masses(samples: Mapping[str, tuple[Mapping, Mapping, np.ndarray]], path: str | os.PathLike,
+                          title: str = "") -> list[Path]:
+    """The high-level masses that feeding the regressions changes (:data:`analysis.feed.REGRESSED_FEATURES`),
+    standard (dashed) against regressed (solid), per sample ``label -> (standard columns, regressed columns,
+    weights)``, unit area; the legend gives each peak's half 16-84 % width."""
+    from .feed import REGRESSED_FEATURES
+    plt.style.use(hep.style.ROOT)
+    fig, axes = plt.subplots(2, 3, figsize=(21, 12))
+    fig.subplots_adjust(wspace=0.3, hspace=0.3)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, name in zip(axes.flat, REGRESSED_FEATURES):
+        bins = np.linspace(*_MASS_RANGES[name], 61)
+        for i, (label, (standard, regressed, weights)) in enumerate(samples.items()):
+            for cols, style, kind in ((standard, "--", "standard"), (regressed, "-", "regressed")):
+                x = np.asarray(cols[name], np.float64)
+                q16, q84 = np.quantile(x, [0.16, 0.84])
+                ax.hist(x, bins=bins, weights=weights, density=True, histtype="step", ls=style, lw=2,
+                        color=colours[i % len(colours)], label=f"{label}, {kind} ({0.5 * (q84 - q16):.1f} GeV)")
+        ax.set_xlabel(f"{name} [GeV]")
+        ax.set_ylabel("unit area")
+        ax.legend(fontsize=11)
+    fig.suptitle(title or "high-level masses: standard against regressed neutrino and b jets")
+    return save_figure(fig, path)

@@ -43,13 +43,14 @@ def ordered_columns(training: dict[str, np.ndarray], ordered: Sequence[str]) -> 
 
 
 def generator_columns(available: Iterable[str], feature_units: str, btag_working_points: Sequence[float],
-                      derive_masses: bool = False) -> tuple[list[str], list[str], list[float]]:
+                      derive_masses: bool = False, derive_lv: bool = True) -> tuple[list[str], list[str], list[float]]:
     """What a generator is trained on, given the ntuple columns ``available``: the 28 features, plus the jets'
     continuous b-tag scores where the source provides them (NanoAOD), in which case the b-tag levels are derived
     from generated scores at ``btag_working_points``; m_lv is derived for features in GeV. With
     ``derive_masses`` (features in GeV, jet masses and b-tag scores available), the four jets' masses are
     modelled too and the six jet-dependent high-level masses derived from the generated objects, so that they
-    are exactly consistent with them.
+    are exactly consistent with them. ``derive_lv`` false: m_lv is modelled too (features whose m_lv is not the
+    W-mass solution's, e.g. with a regressed neutrino).
 
     Returns ``(columns, derived, working_points)`` for :func:`fit_generator`.
     """
@@ -57,7 +58,7 @@ def generator_columns(available: Iterable[str], feature_units: str, btag_working
     scores = all(c in available for c in BTAG_SCORES)
     masses = derive_masses and scores and feature_units == "GeV" and all(c in available for c in JET_MASSES)
     columns = FEATURES + (BTAG_SCORES if scores else []) + (JET_MASSES if masses else [])
-    derived = (["m_lv"] if feature_units == "GeV" else []) + (BTAG_FEATURES if scores else []) \
+    derived = (["m_lv"] if feature_units == "GeV" and derive_lv else []) + (BTAG_FEATURES if scores else []) \
         + (JET_MASS_FEATURES if masses else [])
     return columns, derived, ([float(w) for w in btag_working_points] if scores else [])
 

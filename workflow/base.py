@@ -419,3 +419,31 @@ class SampleSetMixin:
     def htcondor_output_directory(self):
         kind = ("truth",) if self.truth else ("regression",) if self.regression else ()
         return law.LocalDirectoryTarget(self.local_path("htcondor", *kind))
+
+
+FEATURE_SETS = ("standard", "regressed")
+
+
+class FeatureSetMixin:
+    """For the stages from the partitioned events on: ``--features regressed`` runs them on the features whose
+    high-level masses use the regressed neutrino and b jets (:mod:`analysis.feed`; configurations with
+    ``regression.feed``), with outputs under a ``regressed`` level of the store; ``standard`` (default): the
+    features as the skim computed them. Stages before (generation, skim, the regressions) have no such
+    parameter, so both feature sets share them."""
+
+    features = luigi.ChoiceParameter(choices=FEATURE_SETS, default="standard", description="feature set of the "
+                                     "analysis: standard or regressed (needs regression.feed); default: standard")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.features == "regressed" and not self.analysis_config.regression.feed:
+            raise SystemExit(f"hepflows: {self.task_family}: --features regressed needs a configuration with "
+                             f"regression.feed: true ({self.config_name!r} has none)")
+
+    @property
+    def regressed(self) -> bool:
+        return self.features == "regressed"
+
+    def store_parts(self) -> tuple[str, ...]:
+        parts = super().store_parts()
+        return parts + ("regressed",) if self.regressed else parts

@@ -11,7 +11,7 @@ from analysis.io import InputError, atomic_path, load_npz, write_json
 from analysis.ntuple import feature_matrix, read_ntuples
 from models.classifiers import CLASSIFIER_FILES, load_classifier, permutation_importance, save_classifier, \
     train_classifier
-from workflow.base import AnalysisTask, AnalysisWorkflow
+from workflow.base import AnalysisTask, AnalysisWorkflow, FeatureSetMixin
 from workflow.flows import PartitionEvents, SampleFlow, TruthSample
 
 
@@ -30,7 +30,7 @@ def labelled_events(partition: PartitionEvents, name: str) -> tuple[np.ndarray, 
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
 
-class TrainClassifier(AnalysisWorkflow):
+class TrainClassifier(FeatureSetMixin, AnalysisWorkflow):
     """Train each configured classifier (``classifiers.models``: bdt, nn) to separate simulated signal from
     simulated background on the train partition (validation partition for early stopping); one branch each.
 
@@ -91,7 +91,7 @@ class TrainClassifier(AnalysisWorkflow):
         self.publish_message(f"{kind}: reference ROC AUC {auc:.4f} ({clf.train_seconds:.0f} s)")
 
 
-class CompareClassifiers(AnalysisTask):
+class CompareClassifiers(FeatureSetMixin, AnalysisTask):
     """ROC curves of all classifiers on the same reference events, and their AUCs (``comparison.json``)."""
 
     def requires(self):
@@ -113,7 +113,7 @@ class CompareClassifiers(AnalysisTask):
         write_json(out["comparison.json"].path, {"classifiers": rows})
 
 
-class ScoreEvents(AnalysisWorkflow):
+class ScoreEvents(FeatureSetMixin, AnalysisWorkflow):
     """Score, with each trained classifier (one branch each), the simulated signal and background of the
     reference partition, the truth sample (:class:`workflow.flows.TruthSample`), the generated background of
     every analysis seed of the default flow (``limits.generated_sizes.max`` events each) and of every bootstrap

@@ -17,11 +17,11 @@ from analysis.ntuple import OPTIONAL_COLUMNS, feature_matrix, read_ntuples
 from analysis.partition import split_rows
 from analysis.plotting import plot_c2st, plot_correlations, plot_overlays_with_ratio
 from analysis.report import generator_rows, generator_table_html, generator_table_markdown, html_page
-from workflow.base import AnalysisTask, AnalysisWorkflow
+from workflow.base import AnalysisTask, AnalysisWorkflow, FeatureSetMixin
 from workflow.flows import PartitionEvents, SampleFlow, TrainFlow, TruthSample, flow_tag
 
 
-class EvaluateFlow(AnalysisWorkflow):
+class EvaluateFlow(FeatureSetMixin, AnalysisWorkflow):
     """Per-feature distances and tests, a classifier two-sample test and correlation differences of generated
     against reference (held-out simulated) background, each beside its MC-against-MC value (see
     :mod:`analysis.metrics`). One branch per (model, seed) of the configuration;
@@ -87,7 +87,7 @@ class EvaluateFlow(AnalysisWorkflow):
                              f"(MC reference {s['c2st_auc_mc']:.3f})")
 
 
-class CompareGenerators(AnalysisTask):
+class CompareGenerators(FeatureSetMixin, AnalysisTask):
     """All generators side by side (Markdown, HTML, JSON): every summary metric beside its MC-against-MC value,
     training time and sampling rate; the best model (lowest C2ST AUC) is marked."""
 
@@ -129,7 +129,7 @@ def _train_sizes(requested: tuple[int, ...], available: int) -> list[int]:
     return sorted({max(available // 8, 2), available // 4, available // 2, available})
 
 
-class FidelityTest(AnalysisTask):
+class FidelityTest(FeatureSetMixin, AnalysisTask):
     """The generator against simulation it never saw, with tests that have the power to fail: for every analysis
     seed of the default flow, a learning curve of the classifier two-sample test (tuned gradient boosting, AUC
     with bootstrap intervals at ``fidelity.train_sizes`` events per class on a fixed test set, an MLP as a second

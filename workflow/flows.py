@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import functools
 import math
 import zlib
@@ -11,59 +12,107 @@ import luigi
 import numpy as np
 
 from analysis.config import PARTITIONS
+from analysis.feed import regressed_columns
 from analysis.features import JET_PTS, in_support, support_thresholds
 from analysis.io import InputError, write_json
-from analysis.ntuple import OPTIONAL_COLUMNS, read_ntuples, write_ntuple
+from analysis.ntuple import OPTIONAL_COLUMNS, read_metadata, read_ntuples, read_objects, write_ntuple
 from analysis.partition import bootstrap_rows, split_sample
 from analysis.plotting import plot_features, plot_training_history
+from analysis.regression_plots import plot_regressed_masses
 from models.fit import fit_generator, generator_columns, ordered_columns, write_generated
 from models.registry import hyperparameters
 from models.io import load_generator, save_generator
 from models.training import NonFiniteLossError, TrainSettings
-from workflow.base import AnalysisTask, AnalysisWorkflow
+from workflow.base import AnalysisTask, AnalysisWorkflow, FeatureSetMixin
 from workflow.skim import Skim, SkimSummary
 from analysis.skim import merge_cutflows
 
 
-class PartitionEvents(AnalysisTask):
+class RegressedFeatures:
+    """For the tasks that write feature ntuples (:class:`PartitionEvents`, :class:`TruthSample`): with
+    ``--features regressed`` the trained nu-Flows and b-jet models (first regression seed) that
+    :func:`analysis.feed.regressed_columns` recomputes the high-level masses with."""
+
+    def regression_models(self) -> dict:
+        from workflow.regression import TrainRegression  # the regression stages import this module
+        if not self.regressed:
+            return {}
+        train = TrainRegression.req(self)
+        seed = self.analysis_config.regression.seeds[0]
+        return {d["application"]: TrainRegression.req(self, branch=b) for b, d in train.create_branch_map().items()
+                if d["method"] == "flow" and d["seed"] == seed}
+
+    def feed(self, columns: dict, files: list[str], what: str) -> dict:
+        """``columns`` (read from the skimmed ``files``) as the analysis uses them: unchanged for the standard
+        features, with the regressed masses for ``--features regressed``."""
+        if not self.regressed:
+            return columns
+        from models.io import load_conditional
+        r = self.analysis_config.regression
+        fits = {a: load_conditional(t["model"].path)[0] for a, t in self.input()["regression"].items()}
+        self.publish_message(f"{what}: regressing the neutrino and b jets of {len(columns['weight']):,} events")
+        return regressed_columns(columns, read_objects(files), fits, r.feed_draws, r.seeds[0],
+                                 device=getattr(self, "device", "cpu"), what=what,
+                                 progress=self.progress_callback(f"{what}: regressed "))
+
+
+class PartitionEvents(RegressedFeatures, FeatureSetMixin, AnalysisTask):
     """Split every sample's skimmed events into disjoint ``train``, ``validation`` and ``reference`` partitions
     (fractions from the configuration, seeded by the configuration's seed and the sample name).
 
     Weights in each partition are scaled so that every partition carries the sample's full expected yield.
-    Outputs: ``<sample>_<partition>.root`` and ``partition.json`` with the sizes and yields.
+    With ``--features regressed`` the high-level masses are first recomputed with the regressed neutrino and b
+    jets (:mod:`analysis.feed`). Outputs: ``<sample>_<partition>.root`` and ``partition.json`` with the sizes and
+    yields.
     """
 
     def requires(self):
         # the summary too: its cutflow and plots belong to every run, and it stops on an empty sample
-        return {"skim": Skim.req(self), "summary": SkimSummary.req(self)}
+        reqs = {"skim": Skim.req(self), "summary": SkimSummary.req(self)}
+        if self.regressed:
+            reqs["regression"] = self.regression_models()
+        return reqs
 
     def output(self):
         cfg = self.analysis_config
         out = {f"{s}_{p}": self.local_target(f"{s}_{p}.root") for s in cfg.samples for p in PARTITIONS}
         out["partition"] = self.local_target("partition.json")
+        if self.regressed:  # standard against regressed masses
+            out["masses"], out["masses_pdf"] = self.local_target("masses.png"), self.local_target("masses.pdf")
         return out
 
     def run(self):
         cfg = self.analysis_config
         out = self.output()
-        report = {}
+        report, figure = {}, {}
         for sample, outputs in self.requires()["skim"].outputs_by_sample().items():
-            cols = read_ntuples([t["ntuple"].path for t in outputs], optional=OPTIONAL_COLUMNS,
+            files = [t["ntuple"].path for t in outputs]
+            cols = read_ntuples(files, optional=OPTIONAL_COLUMNS,
                                 expect={"sample": sample, "label": cfg.sample(sample).label})
             n = len(cols["label"])
             if n == 0:
                 raise InputError(f"sample {sample!r}: no skimmed events to partition")
+            if self.regressed:
+                standard = cols
+                cols = self.feed(cols, files, f"sample {sample!r}")
+                keep = slice(0, 100_000)
+                figure[f"{sample}"] = ({k: v[keep] for k, v in standard.items()},
+                                       {k: v[keep] for k, v in cols.items()}, np.abs(cols["weight"][keep]))
             total = float(cols["weight"].sum())
             parts = split_sample(cols, cfg.partition, cfg.seed, sample)
             sizes = {p: int(len(part["weight"])) for p, part in parts.items()}
             for p, part in parts.items():
                 write_ntuple(out[f"{sample}_{p}"].path, part, {
                     "sample": sample, "label": cfg.sample(sample).label, "partition": p, "sizes": sizes,
-                    "expected_yield": total, "seed": cfg.seed, "units": cfg.feature_units})
+                    "expected_yield": total, "seed": cfg.seed, "units": cfg.feature_units,
+                    "features": self.features})
             report[sample] = {"label": cfg.sample(sample).label, "sizes": sizes, "expected_yield": total}
             self.publish_message(f"{sample}: " + ", ".join(f"{p} {k}" for p, k in sizes.items()))
         write_json(out["partition"].path, {"fractions": {p: getattr(cfg.partition, p) for p in PARTITIONS},
-                                           "samples": report})
+                                           "features": self.features, "samples": report})
+        if self.regressed:
+            plot_regressed_masses(figure, out["masses"].path, title=f"{cfg.name}: standard (dashed) against "
+                                  "regressed (solid) high-level masses")
 
     def expected_background(self) -> float:
         """Expected yield of the selected background (label 0), from ``partition.json``."""
@@ -86,18 +135,22 @@ class PartitionEvents(AnalysisTask):
         return [out[f"{s}_{partition}"].path for s, sc in cfg.samples.items() if sc.label == label]
 
 
-class TruthSample(AnalysisTask):
+class TruthSample(RegressedFeatures, FeatureSetMixin, AnalysisTask):
     """The independent simulated background ("truth", :class:`analysis.config.TruthConfig`): the skimmed truth
     samples of the embedded generator, never used to train, tune, early-stop or bin anything; where the
     configuration has none (real NanoAOD, the HIGGS CSV), the reference partition's background, which also
     sets the binning, so statements against it are weaker (the report says so).
 
     Output ``truth.json``: the ntuple files, what they are (``source``), events generated and selected, and the
-    expected yield.
+    expected yield. With ``--features regressed`` the truth files are first rewritten with the regressed
+    high-level masses (:mod:`analysis.feed`, the same models as every other sample) to ``ntuples/`` beside it.
     """
 
     def requires(self):
-        return {"skim": Skim.req(self, truth=True), "partition": PartitionEvents.req(self)}
+        reqs = {"skim": Skim.req(self, truth=True), "partition": PartitionEvents.req(self)}
+        if self.regressed:
+            reqs["regression"] = self.regression_models()
+        return reqs
 
     def output(self):
         return self.local_target("truth.json")
@@ -107,6 +160,8 @@ class TruthSample(AnalysisTask):
         by_sample = self.requires()["skim"].outputs_by_sample()
         if cfg.truth_samples:
             files = [t["ntuple"].path for s in cfg.truth_samples for t in by_sample[s]]
+            if self.regressed:
+                files = self._regressed_files(files)
             cutflow = merge_cutflows([t["cutflow"].load(formatter="json")["cutflow"]
                                       for s in cfg.truth_samples for t in by_sample[s]])
             source = "independent simulation"
@@ -120,6 +175,17 @@ class TruthSample(AnalysisTask):
         write_json(self.output().path, {"source": source, "files": files, "selected": n,
                                         "expected_yield": float(cols["weight"].sum()), "cutflow": cutflow})
         self.publish_message(f"truth sample ({source}): {n:,} selected events")
+
+    def _regressed_files(self, files: list[str]) -> list[str]:
+        out = []
+        for i, path in enumerate(files):
+            cols = read_ntuples([path], optional=OPTIONAL_COLUMNS)
+            cols = self.feed(cols, [path], f"truth file {i + 1}/{len(files)}")
+            target = self.local_path("ntuples", os.path.basename(path))
+            meta = {**read_metadata(path), "features": self.features}
+            write_ntuple(target, cols, meta)
+            out.append(target)
+        return out
 
     def files(self) -> tuple[list[str], str]:
         """(ntuple files, source) of the truth sample."""
@@ -141,7 +207,7 @@ class FlowTask(AnalysisTask):
     threads = luigi.IntParameter(default=0, significant=False, description="torch CPU threads (0: default)")
 
 
-class TrainFlow(FlowTask, AnalysisWorkflow):
+class TrainFlow(FeatureSetMixin, FlowTask, AnalysisWorkflow):
     """Train the configured zoo models on simulated background; one branch per (model, seed): every model with
     each of ``flows.seeds``, and the default model also with each of ``flows.analysis_seeds``.
 
@@ -192,7 +258,8 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
         part = self.requires()
         cols = {p: read_ntuples(part.background_files(p), optional=OPTIONAL_COLUMNS) for p in PARTITIONS}
         columns, derived, wps = generator_columns(cols["train"], cfg.feature_units, cfg.btag_feature_thresholds,
-                                                  derive_masses=cfg.flows.derive_masses)
+                                                  derive_masses=cfg.flows.derive_masses,
+                                                  derive_lv=not self.regressed)
         data = {p: np.stack([np.asarray(c[f], np.float64) for f in columns], axis=1) for p, c in cols.items()}
         t = cfg.flows.training
         if t.max_train_events:
@@ -244,7 +311,7 @@ class TrainFlow(FlowTask, AnalysisWorkflow):
                              "events/s")
 
 
-class SampleFlow(FlowTask, AnalysisWorkflow):
+class SampleFlow(FeatureSetMixin, FlowTask, AnalysisWorkflow):
     """Generate ``--n-events`` background events with a trained flow, in chunks of ``events_per_chunk``
     (one branch each), written in the skim's ntuple format with ``generated = 1`` and weights normalised to the
     expected background yield. Memory stays flat: each chunk is sampled and written in batches.

@@ -11,7 +11,7 @@ from analysis.limit_plots import plot_amplification, plot_closure, plot_differen
 from analysis.limits import ScoredSamples, run_scan
 from analysis.statistics import StatisticsError
 from analysis.templates import TemplateError
-from workflow.base import AnalysisTask
+from workflow.base import AnalysisTask, FeatureSetMixin
 from workflow.classifiers import ScoreEvents
 from workflow.flows import PartitionEvents
 
@@ -20,7 +20,7 @@ PLOTS = {"templates": plot_templates, "limit_scan": plot_limit_scan, "difference
          "spurious": plot_spurious, "pulls": plot_pulls, "amplification": plot_amplification}
 
 
-class LimitScan(AnalysisTask):
+class LimitScan(FeatureSetMixin, AnalysisTask):
     """Expected 95 % CL CLs limits on the signal strength (asymptotic, pyhf workspaces) from the score templates of
     the classifier ``limits.classifier``: against the number of generated background events (every analysis seed
     of the default flow), for the simulated background at its own size, at infinite statistics, against

@@ -48,6 +48,10 @@ def test_shipped_configs_load():
     (lambda d: d["samples"]["background"].update(source="higgs_csv", path="x.csv") or d.update(
         feature_units="normalised", regression={"applications": ["bjet"]}), "need the truth record"),
     (lambda d: d["samples"].update(background_regression=d["samples"]["background"]), "are reserved"),
+    (lambda d: d.update(regression={"feed": True}), "regression.feed: needs at least one of applications"),
+    (lambda d: d.update(regression={"applications": ["bjet"], "feed_draws": 0}), "regression.feed_draws"),
+    (lambda d: d.update(regression={"applications": ["bjet"], "feed": True}, flows={"derive_masses": True}),
+     "regression.feed: the regressed masses cannot be derived"),
 ])
 def test_invalid_values_name_the_key(mutate, message):
     d = copy.deepcopy(tiny_config_dict())

@@ -37,7 +37,7 @@ def analysis_config(env, tmp_path_factory):  # noqa: F811
     d["regression"] = {"applications": ["neutrino", "bjet"], "train_factor": 1, "samples": 32,
                        "evaluation_events": 2000, "hyperparameters": {"components": 3, "hidden_features": [32, 32]},
                        "embedding_features": 8, "embedding_hidden": [16], "dnn_hidden": [32],
-                       "training": {"epochs": 4, "patience": 4, "batch_size": 256}}
+                       "training": {"epochs": 4, "patience": 4, "batch_size": 256}, "feed": True, "feed_draws": 16}
     path = tmp_path_factory.mktemp("anacfg") / "tinyana.yaml"
     path.write_text(yaml.safe_dump(d))
     return str(path)
@@ -153,6 +153,53 @@ def test_regressions_trained_on_their_own_samples_evaluated_and_reported(env, ra
     assert all((figures / f"bjet_{n}.png").stat().st_size > 1000 for n in ("resolution", "masses", "coverage"))
     text = store(env, "RunAnalysis", "tinyana", "v1", "report", "report.html").read_text()
     assert "Conditional flows on the truth record" in text and "b-jet energy regression" in text
+
+
+def test_regressed_features_feed_the_whole_analysis(env, ran):  # noqa: F811
+    """With regression.feed the analysis runs again on the same events with the six high-level masses of the
+    regressed neutrino and b jets (truth sample included), under a 'regressed' level of the store, and the
+    report compares the two."""
+    from analysis.features import FEATURES, M_W
+    from analysis.feed import REGRESSED_FEATURES
+    from analysis.ntuple import read_ntuples
+
+    part = store(env, "PartitionEvents", "tinyana", "v1")
+    assert json.loads((part / "regressed" / "partition.json").read_text())["features"] == "regressed"
+    for sample in ("background", "signal"):
+        std = read_ntuples([part / f"{sample}_reference.root"])
+        reg = read_ntuples([part / "regressed" / f"{sample}_reference.root"])
+        np.testing.assert_array_equal(std["event"], reg["event"])  # the same events, row by row
+        for k in FEATURES:
+            if k in REGRESSED_FEATURES:
+                assert np.mean(std[k] != reg[k]) > 0.9, k
+            else:  # the low-level features and m_jj stay
+                np.testing.assert_array_equal(std[k], reg[k], err_msg=k)
+        assert np.mean(std["m_lv"] == np.float32(M_W)) > 0.5 and np.mean(reg["m_lv"] == np.float32(M_W)) < 0.01
+    assert (part / "regressed" / "masses.png").stat().st_size > 1000
+
+    truth = json.loads(store(env, "TruthSample", "tinyana", "v1", "truth.json").read_text())
+    reg_truth = json.loads(store(env, "TruthSample", "tinyana", "v1", "regressed", "truth.json").read_text())
+    assert reg_truth["selected"] == truth["selected"] and len(reg_truth["files"]) == len(truth["files"])
+    assert all("/regressed/ntuples/" in f for f in reg_truth["files"])
+    a, b = read_ntuples(truth["files"][:1]), read_ntuples(reg_truth["files"][:1])
+    np.testing.assert_array_equal(a["jet1_pt"], b["jet1_pt"])
+    assert np.mean(a["m_bb"] != b["m_bb"]) > 0.9
+
+    from models.io import load_generator
+    _, prep, _ = load_generator(store(env, "TrainFlow", "tinyana", "v1", "realnvp_s1", "model.pt"))
+    _, prep_reg, _ = load_generator(store(env, "TrainFlow", "tinyana", "v1", "regressed", "realnvp_s1", "model.pt"))
+    # the regressed m_lv is no function of the lepton and MET: modelled, not derived
+    assert "m_lv" in prep.derived and "m_lv" not in prep_reg.derived
+    res = json.loads(store(env, "LimitScan", "tinyana", "v1", "regressed", "limits.json").read_text())
+    assert res["truth"]["test_events"] + res["truth"]["calibration_events"] == truth["selected"]
+    text = store(env, "RunAnalysis", "tinyana", "v1", "report", "report.html").read_text()
+    assert "What the regressions buy" in text and text.count("<td>regressed</td>") >= 3
+
+
+def test_regressed_features_need_the_feed_setting(env):  # noqa: F811
+    proc = law(env, "PartitionEvents", "--version", "v1", "--features", "regressed", check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.count("--features regressed needs a configuration with regression.feed: true") == 1
 
 
 def test_independent_test_against_truth(env, ran):  # noqa: F811
