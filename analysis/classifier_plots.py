@@ -75,3 +75,36 @@ def plot_roc_comparison(curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
         ax.set_title(title, fontsize=14)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_taylor(tc, path: str | os.PathLike, title: str = "", top: int = 15) -> list[Path]:
+    """Taylor coefficients of a network (:class:`models.taylor.TaylorCoefficients`): the ``top`` largest first-
+    and second-order <|t|> as ranked bars, and the symmetric matrix of all second-order <|t_ij|>."""
+    plt.style.use(hep.style.ROOT)
+    fig = plt.figure(figsize=(30, 11))
+    grid = fig.add_gridspec(1, 3, width_ratios=[1, 1, 1.3], wspace=1.0)
+    names = list(tc.names)
+    d = len(names)
+    order = np.argsort(-tc.first)[:top]
+    ax = fig.add_subplot(grid[0])
+    ax.barh(np.arange(len(order))[::-1], tc.first[order], color="tab:blue")
+    ax.set_yticks(np.arange(len(order))[::-1], [names[i] for i in order], fontsize=13)
+    ax.set_xlabel(r"first order $\langle|t_i|\rangle$")
+    ax = fig.add_subplot(grid[1])
+    if tc.second is not None:
+        iu = np.triu_indices(d)
+        vals = tc.second[iu]
+        best = np.argsort(-vals)[:top]
+        labels = [f"{names[iu[0][k]]}, {names[iu[1][k]]}" for k in best]
+        ax.barh(np.arange(len(best))[::-1], vals[best], color="tab:orange")
+        ax.set_yticks(np.arange(len(best))[::-1], labels, fontsize=12)
+        ax.set_xlabel(r"second order $\langle|t_{ij}|\rangle$")
+        ax = fig.add_subplot(grid[2])
+        full = tc.second + np.triu(tc.second, 1).T
+        im = ax.imshow(full, cmap="viridis", origin="upper")
+        ax.set_xticks(range(d), names, rotation=90, fontsize=9)
+        ax.set_yticks(range(d), names, fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046, label=r"$\langle|t_{ij}|\rangle$")
+        ax.set_title("second order (symmetric)", fontsize=14)
+    fig.suptitle(title or "Taylor coefficients", fontsize=20)
+    return save_figure(fig, path)

@@ -518,6 +518,23 @@ class RegressionConfig:
         self.training.validate(f"{path}.training")
 
 
+@dataclass(frozen=True)
+class IntrospectionConfig:
+    """Taylor-coefficient introspection (issue 17; :mod:`analysis.introspection`): first- and second-order
+    coefficients of the ``nn`` classifier on ``events`` reference events, and of a differentiable classifier
+    two-sample test (an MLP) trained on ``c2st_events`` generated (default flow, first analysis seed) and as many
+    truth events per class, on ``events`` held-out events per class. ``enabled: false``: off."""
+
+    enabled: bool = True
+    events: int = 20_000
+    c2st_events: int = 50_000
+
+    def validate(self, path: str) -> None:
+        _check(isinstance(self.enabled, bool), f"{path}.enabled: expected true or false, got {self.enabled!r}")
+        _at_least(f"{path}.events", self.events, 100)
+        _at_least(f"{path}.c2st_events", self.c2st_events, 100)
+
+
 CLASSIFIERS = ("bdt", "nn")
 
 
@@ -650,6 +667,7 @@ class AnalysisConfig:
     truth: TruthConfig = TruthConfig()
     fidelity: FidelityConfig = FidelityConfig()
     regression: RegressionConfig = RegressionConfig()
+    introspection: IntrospectionConfig = IntrospectionConfig()
     # units of the feature columns: "GeV" for generated and NanoAOD inputs, "normalised" for the UCI HIGGS CSV
     feature_units: Literal["GeV", "normalised"] = "GeV"
 
@@ -673,6 +691,7 @@ class AnalysisConfig:
         self.truth.validate(f"{p}truth")
         self.fidelity.validate(f"{p}fidelity")
         self.regression.validate(f"{p}regression")
+        self.introspection.validate(f"{p}introspection")
         _check(not self.regression.applications or (self.feature_units == "GeV" and all(
             s.source == "generator" for s in self.samples.values())), f"{p}regression.applications: the "
             "conditional applications need the truth record of the embedded generator (all samples with source "

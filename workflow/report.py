@@ -18,6 +18,7 @@ from workflow.base import AnalysisTask
 from workflow.classifiers import CompareClassifiers, TrainClassifier
 from workflow.evaluation import EvaluateFlow, FidelityTest
 from workflow.flows import PartitionEvents, TrainFlow, TruthSample
+from workflow.introspection import Introspect
 from workflow.limits import LimitScan
 from workflow.regression import EvaluateRegression
 from workflow.skim import SkimSummary
@@ -45,15 +46,19 @@ class RunAnalysis(AnalysisTask):
 
     def requires(self):
         branches = self._flow_branches()
-        r = self.analysis_config.regression
-        regression = {"regression": EvaluateRegression.req(self)} if r.applications else {}
-        if r.feed:  # the analysis again on the regressed features, compared side by side
-            regression["regressed"] = {
+        cfg = self.analysis_config
+        optional = {}  # stages that only some configurations run
+        if cfg.regression.applications:
+            optional["regression"] = EvaluateRegression.req(self)
+        if cfg.regression.feed:  # the analysis again on the regressed features, compared side by side
+            optional["regressed"] = {
                 "partition": PartitionEvents.req(self, features="regressed"),
                 "comparison": CompareClassifiers.req(self, features="regressed"),
                 "limits": LimitScan.req(self, features="regressed"),
                 "fidelity": FidelityTest.req(self, features="regressed")}
-        return {**regression,
+        if cfg.introspection.enabled and "nn" in cfg.classifiers.models:
+            optional["introspection"] = Introspect.req(self)
+        return {**optional,
             "summary": SkimSummary.req(self),
             "flows": {s: TrainFlow.req(self, branch=b) for s, b in branches.items()},
             "evaluation": {s: EvaluateFlow.req(self, branch=b) for s, b in branches.items()},
@@ -85,6 +90,8 @@ class RunAnalysis(AnalysisTask):
             self._regression(rep, inp["regression"]["collection"].targets)
         if "regressed" in inp:
             self._feeding(rep, inp, limits, fidelity)
+        if "introspection" in inp:
+            self._introspection(rep, inp["introspection"])
         self._provenance(rep)
         with atomic_directory(self.output().path) as tmp:
             rep.write(tmp)
@@ -317,6 +324,25 @@ class RunAnalysis(AnalysisTask):
                     + ["50 % coverage", "68 % coverage"], rows))
                 for name in ("bjet_resolution", "bjet_masses", "bjet_coverage", "bjet_posteriors"):
                     rep.figure(os.path.join(figures, f"{name}.png"), name, name.replace("_", " "), "48%")
+
+    def _introspection(self, rep: ReportBuilder, out: dict) -> None:
+        t = out["taylor.json"].load(formatter="json")
+        rep.section("introspection", "What the networks use: Taylor coefficients",
+                    "Mean absolute Taylor coefficients of each network's logit in its standardised inputs "
+                    "(Wunsch, Friese, Wolf, Quast, Comput. Softw. Big Sci. 2 (2018) 5): first order, a feature "
+                    "alone; second order, a pair (the diagonal: a feature's curvature), which permutation "
+                    "importance cannot show.")
+        nn, c2 = t["nn"], t["c2st"]
+        rows = [[i + 1, k1, f"{v1:.3g}", k2, f"{v2:.3g}"]
+                for i, ((k1, v1), (k2, v2)) in enumerate(zip(nn["ranking"][:10], c2["ranking"][:10]))]
+        rep.add(html_table(["rank", "nn classifier (signal vs background)", "<|t|>",
+                            f"C2ST: generated vs simulated (AUC {c2['auc']:.3f})", "<|t|>"], rows))
+        rep.add(f"<p>The C2ST is an MLP trained on {c2['train_per_class']:,} generated and as many simulated events "
+                f"({html.escape(c2['truth_source'])}, calibration part), measured on {c2['test_per_class']:,} unseen "
+                "events per class: its largest coefficients name the features and pairs where the generator is "
+                "wrong.</p>")
+        rep.figure(out["nn_taylor.png"].path, "nn_taylor", "nn classifier: Taylor coefficients")
+        rep.figure(out["c2st_taylor.png"].path, "c2st_taylor", "C2ST of the generator: Taylor coefficients")
 
     def _feeding(self, rep: ReportBuilder, inp: dict, limits: dict, fidelity: dict) -> None:
         r = self.analysis_config.regression

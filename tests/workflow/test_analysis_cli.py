@@ -196,6 +196,20 @@ def test_regressed_features_feed_the_whole_analysis(env, ran):  # noqa: F811
     assert "What the regressions buy" in text and text.count("<td>regressed</td>") >= 3
 
 
+def test_introspection_names_what_the_networks_use(env, ran):  # noqa: F811
+    """Taylor coefficients of the nn classifier and of a C2ST between generated and truth events, in the report."""
+    t = json.loads(store(env, "Introspect", "tinyana", "v1", "taylor.json").read_text())
+    assert t["nn"]["names"] == t["c2st"]["names"] and len(t["nn"]["first"]) == 28
+    second = np.asarray(t["nn"]["second"])
+    assert second.shape == (28, 28) and np.all(np.tril(second, -1) == 0) and np.all(second >= 0)
+    # the resonance masses separate the heavy Higgs from ttbar: among the top first-order coefficients
+    top = [k for k, _ in sorted(zip(t["nn"]["names"], t["nn"]["first"]), key=lambda kv: -kv[1])[:6]]
+    assert set(top) & {"m_bb", "m_wwbb", "m_wbb", "m_jjj", "m_jlv", "m_jj"}
+    assert 0.5 < t["c2st"]["auc"] <= 1.0 and t["c2st"]["test_per_class"] >= 100
+    text = store(env, "RunAnalysis", "tinyana", "v1", "report", "report.html").read_text()
+    assert "What the networks use: Taylor coefficients" in text and "figures/c2st_taylor.png" in text
+
+
 def test_regressed_features_need_the_feed_setting(env):  # noqa: F811
     proc = law(env, "PartitionEvents", "--version", "v1", "--features", "regressed", check=False)
     assert proc.returncode != 0
