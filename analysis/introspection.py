@@ -100,18 +100,23 @@ def top_mixed(tc: TaylorCoefficients) -> tuple[str, str]:
 
 
 def defect_trial(x: np.ndarray, names: Sequence[str], defect: Defect, seed: int, n_per_class: int,
-                 n_test: int = 10_000) -> dict:
+                 n_test: int = 10_000, inputs: Sequence[str] | None = None) -> dict:
     """One trial of the planted-defect test: disjoint halves of the simulated events ``x`` (seeded), the defect in
     the second, a C2ST (seed ``seed``) on ``n_per_class`` events per class, and on ``n_test`` held-out events per
     class: its AUC, the top first-order feature, the top mixed pair, and the top feature of permutation
     importance. ``found`` says whether the Taylor coefficients name the defect: for ``scale`` and ``shuffle`` the
-    top first-order feature, for ``pair`` the top mixed pair."""
+    top first-order feature, for ``pair`` the top mixed pair. ``inputs``: the C2ST sees only these features (e.g.
+    the low-level ones, which no feature is a deterministic function of; a high-level mass changed alone also
+    breaks its ties to the masses built from the same objects, which a C2ST rightly flags)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7A71]))
     need = 2 * (n_per_class + n_test)
     if len(x) < need:
         raise ValueError(f"{need} events needed, {len(x)} given")
     rows = rng.permutation(len(x))[:need]
     a, b = x[rows[: need // 2]], plant_defect(x[rows[need // 2:]], names, defect, rng)
+    if inputs is not None:
+        keep = [list(names).index(f) for f in inputs]
+        a, b, names = a[:, keep], b[:, keep], list(inputs)
     clf = train_c2st(a[:n_per_class], b[:n_per_class], names, seed)
     xt = np.concatenate([a[n_per_class:], b[n_per_class:]])
     yt = np.concatenate([np.zeros(len(a) - n_per_class), np.ones(len(b) - n_per_class)])

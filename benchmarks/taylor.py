@@ -28,7 +28,7 @@ import torch
 from scipy.stats import spearmanr
 
 from analysis.config import load_config
-from analysis.features import FEATURES
+from analysis.features import FEATURES, LOW_LEVEL
 from analysis.generator.nanoaod import write_nanoaod_file
 from analysis.introspection import Defect, coefficients, defect_trial
 from analysis.io import write_json
@@ -37,7 +37,10 @@ from analysis.skim import sample_normalisation, skim_nanoaod
 from models.classifiers import train_classifier
 from models.taylor import mlp_standardised, taylor_coefficients
 
-DEFECTS = (Defect("scale", ("m_bb",), 0.02), Defect("shuffle", ("jet2_eta",)), Defect("pair", ("m_jj", "m_bb"), 0.3))
+DEFECTS = (Defect("scale", ("m_bb",), 0.02), Defect("shuffle", ("jet2_eta",)), Defect("pair", ("m_jj", "m_bb"), 0.3),
+           Defect("pair", ("lepton_pT", "missing_energy_magnitude"), 0.2))
+LOW_LEVEL_PAIR = 3
+"""The last pair defect is tested with a C2ST on the 21 low-level features (no feature a function of another)."""
 
 
 def simulated(sample: str, n_files: int, workdir: Path) -> np.ndarray:
@@ -140,6 +143,7 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=20_000)
     ap.add_argument("--cost-events", type=int, default=100_000)
     ap.add_argument("--skip", nargs="*", default=[], choices=["defects", "stability", "cost"])
+    ap.add_argument("--defects", nargs="*", type=int, default=None, help="indices into DEFECTS (default: all)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -157,14 +161,17 @@ def main() -> None:
         print("stability", result["stability"], flush=True)
     if "defects" not in args.skip:
         result["defects"] = {}
-        for d in DEFECTS:
+        for k, d in enumerate(DEFECTS):
+            if args.defects is not None and k not in args.defects:
+                continue
             trials = []
+            inputs = LOW_LEVEL if d is DEFECTS[LOW_LEVEL_PAIR] else None
             for seed in range(1, args.seeds + 1):
-                trials.append(defect_trial(bkg, FEATURES, d, seed, args.per_class))
+                trials.append(defect_trial(bkg, FEATURES, d, seed, args.per_class, inputs=inputs))
                 print(d.label, seed, trials[-1]["found"], trials[-1]["permutation_found"],
                       f"AUC {trials[-1]['auc']:.4f}", flush=True)
             result["defects"][d.label] = {
-                "kind": d.kind, "features": list(d.features), "size": d.size, "per_class": args.per_class,
+                "inputs": "low-level (21)" if inputs else "all 28", "kind": d.kind, "features": list(d.features), "size": d.size, "per_class": args.per_class,
                 "found": int(sum(t["found"] for t in trials)), "permutation_found":
                 int(sum(t["permutation_found"] for t in trials)), "seeds": len(trials),
                 "auc_median": float(np.median([t["auc"] for t in trials])), "trials": trials}

@@ -355,7 +355,7 @@ class RunAnalysis(AnalysisTask):
                     f"{r.seeds[0]}, on every sample including the truth sample. Same events, partitions and "
                     "settings; only these six features differ.")
         rep.figure(reg["partition"]["masses"].path, "regressed_masses", "standard (dashed) against regressed "
-                   "(solid) masses, reference-size subsets of each sample", "90%")
+                   "(solid) masses, up to 100,000 events of each sample", "90%")
         comps = {k: {c["classifier"]: c for c in v["comparison.json"].load(formatter="json")["classifiers"]}
                  for k, v in (("standard", inp["comparison"]), ("regressed", reg["comparison"]))}
         rep.add("<h3>Classifiers</h3>" + html_table(
