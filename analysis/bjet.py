@@ -191,6 +191,11 @@ def mass_resolution(mass: np.ndarray) -> dict[str, float]:
 
 # -- one application of the conditional layer: data and evaluation -------------------------------------------
 
+def taylor_inputs() -> list[tuple[str, int, tuple[int, ...]]]:
+    """Every context variable, for introspection (:func:`analysis.introspection.regression_coefficients`)."""
+    return [(name, 0, (i,)) for i, name in enumerate(CONTEXT)]
+
+
 def regression_data(objects: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """``(targets (n_jets, 1), context (n_jets, len(CONTEXT)))`` of the b jets of :func:`b_jets`."""
     event, slot = b_jets(objects)

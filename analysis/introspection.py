@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
 from sklearn.metrics import roc_auc_score
 
 from models.classifiers import Classifier, permutation_importance, train_nn
-from models.taylor import TaylorCoefficients, mlp_standardised, taylor_coefficients
+from models.taylor import TaylorCoefficients, mlp_standardised, posterior_mean, taylor_coefficients
 
 from .config import NNConfig
 
@@ -89,6 +90,38 @@ def coefficients(clf: Classifier, x: np.ndarray, order: int = 2, max_events: int
         x = x[np.sort(np.random.default_rng(seed).choice(len(x), max_events, replace=False))]
     fn, transform = mlp_standardised(clf.estimator)
     return taylor_coefficients(fn, transform(x), clf.features, order=order)
+
+
+def regression_coefficients(model: torch.nn.Module, context, inputs: Sequence[tuple[str, int, tuple[int, ...]]],
+                            max_events: int = 20_000, seed: int = 0, batch_size: int = 2048) -> TaylorCoefficients:
+    """Taylor coefficients of a conditional flow's posterior mean of its first target feature
+    (:func:`models.taylor.posterior_mean`; standardised flow space) in the context entries ``inputs``
+    (``(label, context element, index within an event)``, e.g. ``("MET log pT", 0, (1, 0))``: object 1, feature
+    0 of the first context array), each in units of its spread over the events; every other context entry held
+    at its value. ``context``: one array or a tuple of arrays with events first, as the model takes it; at most
+    ``max_events`` events (seeded choice). Inputs without spread (constant over the events) are left out."""
+    ctx = context if isinstance(context, tuple) else (context,)
+    n = len(ctx[0])
+    rows = np.arange(n)
+    if n > max_events:
+        rows = np.sort(np.random.default_rng(seed).choice(n, max_events, replace=False))
+    ctx = tuple(torch.as_tensor(np.asarray(c)[rows]) for c in ctx)
+    raw = torch.stack([ctx[e][(slice(None), *idx)].double() for _, e, idx in inputs], dim=1)
+    mean, std = raw.mean(dim=0), raw.std(dim=0)
+    keep = [i for i in range(len(inputs)) if float(std[i]) > 0]
+    inputs, mean, std = [inputs[i] for i in keep], mean[keep].float(), std[keep].float()
+    z = (raw[:, keep].float() - mean) / std
+
+    def build(z: torch.Tensor, *fixed: torch.Tensor) -> tuple:
+        values = mean + std * z
+        parts = [f.clone() if any(e == k for _, e, _ in inputs) else f for k, f in enumerate(fixed)]
+        for col, (_, e, idx) in enumerate(inputs):
+            parts[e][(slice(None), *idx)] = values[:, col]
+        return tuple(parts)
+
+    model = model.eval()
+    return taylor_coefficients(posterior_mean(model, build), z, [label for label, _, _ in inputs], order=2,
+                               batch_size=batch_size, given=ctx)
 
 
 def top_mixed(tc: TaylorCoefficients) -> tuple[str, str]:

@@ -268,6 +268,22 @@ def regression_context(objects: Mapping[str, np.ndarray]) -> tuple[np.ndarray, n
     return feats.astype(np.float32), mask, event.astype(np.float32)
 
 
+def taylor_inputs() -> list[tuple[str, int, tuple[int, ...]]]:
+    """The context entries whose Taylor coefficients introspection reports (``(label, context element, index in
+    the event)``, :func:`analysis.introspection.regression_coefficients`): the lepton's pT and eta, the MET's pT
+    and direction relative to the lepton, the four leading jets' kinematics and b-tag scores, and the event
+    features."""
+    f = {name: i for i, name in enumerate(OBJECT_FEATURES)}
+    out = [("lepton log pT", 0, (0, f["log_pt"])), ("lepton eta", 0, (0, f["eta"])),
+           ("MET log pT", 0, (1, f["log_pt"])), ("MET cos dphi", 0, (1, f["cos_dphi"])),
+           ("MET sin dphi", 0, (1, f["sin_dphi"]))]
+    for j in range(4):
+        out += [(f"jet{j + 1} {label}", 0, (2 + j, f[name])) for label, name in
+                (("log pT", "log_pt"), ("eta", "eta"), ("cos dphi", "cos_dphi"), ("sin dphi", "sin_dphi"),
+                 ("log mass", "log_mass"), ("b tag", "btag"))]
+    return out + [(name, 2, (i,)) for i, name in enumerate(EVENT_FEATURES)]
+
+
 def mode_of_samples(samples: np.ndarray, log_prob: np.ndarray) -> np.ndarray:
     """The mode estimate: per event the sample ``(S, n, 3)`` with the highest model log-density ``(S, n)``."""
     best = np.argmax(log_prob, axis=0)

@@ -55,6 +55,14 @@ class AutoregressiveMoG(Distribution):
         comp = -0.5 * z**2 - log_sigma - 0.5 * math.log(2 * math.pi)
         return torch.logsumexp(torch.log_softmax(logits, dim=-1) + comp, dim=-1).sum(dim=-1)
 
+    def first_mean(self) -> Tensor:
+        """E[x_0 | c] = sum_k w_0k mu_0k, batch shape: the mean of the first feature (whose parameters depend on
+        the context alone), exact and differentiable in the context (a mixture has no reparameterised sample)."""
+        x = torch.zeros(*self.batch_shape, self.d, dtype=next(self.net.parameters()).dtype,
+                        device=next(self.net.parameters()).device)
+        logits, mu, _ = self._params(x)
+        return (torch.softmax(logits[..., 0, :], dim=-1) * mu[..., 0, :]).sum(dim=-1)
+
     @torch.no_grad()
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         """Autoregressive sampling, one feature at a time, evaluating only what that feature's parameters

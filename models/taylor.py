@@ -118,12 +118,15 @@ def _derivatives(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, or
     return out
 
 
-def taylor_coefficients(fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray | torch.Tensor,
+def taylor_coefficients(fn: Callable[..., torch.Tensor], x: np.ndarray | torch.Tensor,
                         names: Sequence[str] | None = None, order: int = 2, batch_size: int = 8192,
-                        weights: np.ndarray | None = None) -> TaylorCoefficients:
+                        weights: np.ndarray | None = None,
+                        given: Sequence[torch.Tensor] = ()) -> TaylorCoefficients:
     """<|t_i|>, <|t_ij|> (``order >= 2``) and <|t_ijk|> (``order == 3``) of the scalar function ``fn`` (a batch
     ``(n, d)`` -> ``(n,)`` or ``(n, 1)``, events independent: no batch normalisation in training mode) over the
-    events ``x``, optionally weighted by ``weights``, in batches of ``batch_size`` events."""
+    events ``x``, optionally weighted by ``weights``, in batches of ``batch_size`` events. ``given``: per-event
+    tensors (first axis ``n``) held fixed, not differentiated, e.g. the rest of a conditional model's context or
+    its base noise; ``fn`` is called as ``fn(x_batch, *given_batch)``."""
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)
@@ -136,7 +139,8 @@ def taylor_coefficients(fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarra
     sums = [torch.zeros((d,) * k, dtype=torch.float64) for k in range(1, order + 1)]
     for lo in range(0, n, batch_size):
         wb = w[lo:lo + batch_size]
-        for k, t in enumerate(_derivatives(fn, x[lo:lo + batch_size], order)):
+        held = [g[lo:lo + batch_size] for g in given]
+        for k, t in enumerate(_derivatives(lambda v: fn(v, *held), x[lo:lo + batch_size], order)):
             t = t.double().abs() if factors[k] is None else (t.double() * factors[k]).abs()
             sums[k] += torch.tensordot(wb, t, dims=1)
     means = [s.numpy() / float(w.sum()) for s in sums]
@@ -163,3 +167,21 @@ def mlp_standardised(model: torch.nn.Module) -> tuple[Callable[[torch.Tensor], t
         return model.net(z)[..., 0]
 
     return fn, transform
+
+
+def posterior_mean(model: torch.nn.Module, context: Callable[..., tuple]) -> Callable[..., torch.Tensor]:
+    """For a conditional density ``model(*context) -> distribution`` (:class:`models.embedding.ConditionalDensity`):
+    ``fn(z, *fixed)``, the posterior mean of the first target feature (in the flow's order and standardised
+    space) given the context ``context(z, *fixed)`` built from the inputs ``z`` ``(n, d)``; a smooth function of
+    the context whose Taylor coefficients (:func:`taylor_coefficients` with ``given=fixed``) say which inputs move
+    the posterior. Exact for the autoregressive mixture (:class:`models.flows.AutoregressiveMoG`; its first
+    feature's mixture depends on the context alone); a model without ``first_mean`` is refused (a mixture has no
+    reparameterised sample, so later features' means would need a biased estimate)."""
+
+    def fn(z: torch.Tensor, *fixed: torch.Tensor) -> torch.Tensor:
+        dist = model(*context(z, *fixed))
+        if not hasattr(dist, "first_mean"):
+            raise TypeError(f"{type(dist).__name__} has no exact posterior mean (first_mean)")
+        return dist.first_mean()
+
+    return fn

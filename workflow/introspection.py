@@ -8,27 +8,34 @@ from sklearn.metrics import roc_auc_score
 
 from analysis.classifier_plots import plot_taylor
 from analysis.features import FEATURES
-from analysis.introspection import coefficients, train_c2st
+from analysis.introspection import coefficients, regression_coefficients, train_c2st
 from analysis.io import InputError, write_json
 from analysis.ntuple import feature_matrix, read_ntuples
 from analysis.partition import split_rows
 from models.classifiers import CLASSIFIER_FILES, load_classifier
-from workflow.base import AnalysisTask, FeatureSetMixin
+from workflow.base import FeatureSetMixin
 from workflow.classifiers import TrainClassifier, labelled_events
 from workflow.flows import PartitionEvents, SampleFlow, TruthSample
+from workflow.regression import APPLICATIONS, RegressionData, TrainRegression
+from workflow.skim import Skim
 
 
-class Introspect(FeatureSetMixin, AnalysisTask):
+class Introspect(FeatureSetMixin, RegressionData):
     """First- and second-order Taylor coefficients (in standardised inputs, of the logit) of
 
     - the ``nn`` classifier, on ``introspection.events`` events of the reference partition (signal and
       background): which features and feature pairs separate signal from background;
     - a differentiable C2ST, an MLP trained to tell generated events (default flow, first analysis seed) from the
       calibration part of the truth sample (``introspection.c2st_events`` per class), evaluated on the truth
-      sample's test part and unseen generated events: what is wrong with the generated events.
+      sample's test part and unseen generated events: what is wrong with the generated events;
+    - with ``regression.applications``, each conditional flow (first regression seed): the posterior mean of its
+      first target (neutrino: the momentum along the lepton in the transverse plane; b jets: the response) in its
+      context entries (:func:`analysis.neutrino.taylor_inputs`, :func:`analysis.bjet.taylor_inputs`), on
+      ``introspection.events`` events (jets) of the first sample's reference partition: what the posterior moves
+      with.
 
-    Outputs: ``taylor.json`` and ``nn_taylor.png``/``.pdf``, ``c2st_taylor.png``/``.pdf`` (ranked bars and the
-    second-order matrix).
+    Outputs: ``taylor.json`` and ``nn_taylor.png``/``.pdf``, ``c2st_taylor.png``/``.pdf``, with applications
+    ``<application>_taylor.png``/``.pdf`` (ranked bars and the second-order matrix).
     """
 
     def requires(self):
@@ -37,11 +44,22 @@ class Introspect(FeatureSetMixin, AnalysisTask):
                 "truth": TruthSample.req(self),
                 "generated": SampleFlow.req(self, branch=-1, flow_model=cfg.flows.default,
                                             flow_seed=cfg.flows.analysis_seeds[0],
-                                            n_events=cfg.limits.generated_sizes.max)}
+                                            n_events=cfg.limits.generated_sizes.max),
+                "regression": self.regression_flows()}
+
+    def regression_flows(self) -> dict:
+        """application -> the :class:`TrainRegression` branch of its flow of the first regression seed."""
+        r = self.analysis_config.regression
+        if not r.applications:
+            return {}
+        bmap = TrainRegression.req(self).create_branch_map()
+        return {d["application"]: TrainRegression.req(self, branch=b) for b, d in bmap.items()
+                if d["method"] == "flow" and d["seed"] == r.seeds[0]}
 
     def output(self):
-        return {name: self.local_target(name) for name in
-                ("taylor.json", "nn_taylor.png", "nn_taylor.pdf", "c2st_taylor.png", "c2st_taylor.pdf")}
+        names = ["taylor.json", "nn_taylor.png", "nn_taylor.pdf", "c2st_taylor.png", "c2st_taylor.pdf"]
+        names += [f"{a}_taylor.{ext}" for a in self.analysis_config.regression.applications for ext in ("png", "pdf")]
+        return {name: self.local_target(name) for name in names}
 
     def run(self):
         cfg = self.analysis_config
@@ -85,11 +103,35 @@ class Introspect(FeatureSetMixin, AnalysisTask):
             "c2st": {**c2st_tc.to_dict(), "ranking": c2st_tc.ranking(20), "auc": auc, "train_per_class": n_train,
                      "test_per_class": n_test, "truth_source": source, "train_seconds": c2st.train_seconds,
                      "epochs": len(c2st.history)},
-            "method": "torch.autograd, logit in standardised inputs (models.taylor)"}
+            "method": "torch.autograd, logit in standardised inputs (models.taylor)",
+            "regression": self.regression_taylor()}
         out = self.output()
-        write_json(out["taylor.json"].path, result)
         plot_taylor(nn, out["nn_taylor.png"].path, title=f"{cfg.name}: nn classifier (signal against background)")
         plot_taylor(c2st_tc, out["c2st_taylor.png"].path, title=f"{cfg.name}: C2ST, generated ({cfg.flows.default}) "
                     f"against simulated, AUC {auc:.3f}")
+        for name, entry in result["regression"].items():
+            plot_taylor(entry.pop("coefficients"), out[f"{name}_taylor.png"].path,
+                        title=f"{cfg.name}: {name} flow, posterior mean of {entry['target']}")
+        write_json(out["taylor.json"].path, result)
         self.publish_message(f"C2ST AUC {auc:.3f}; its top coefficients: "
                              + ", ".join(k for k, _ in c2st_tc.ranking(3)))
+
+    def regression_taylor(self) -> dict:
+        """application -> the Taylor coefficients of its flow's posterior mean (and, under ``coefficients``, the
+        :class:`~models.taylor.TaylorCoefficients` for the figure, removed before writing)."""
+        from models.io import load_conditional
+        cfg = self.analysis_config
+        targets = {"neutrino": "the momentum along the lepton (px')", "bjet": "the response pT_true / pT_reco"}
+        out = {}
+        for name, target in self.input()["regression"].items():
+            app = APPLICATIONS[name]
+            data = self.reference_data(name, Skim.req(self, branch=-1))
+            objects = data[next(iter(data))]
+            _, context = app.regression_data(objects)
+            fit, _ = load_conditional(target["model"].path)
+            self.publish_message(f"{name} flow: Taylor coefficients of the posterior mean")
+            tc = regression_coefficients(fit.model, context, app.taylor_inputs(), max_events=cfg.introspection.events,
+                                         seed=cfg.seed)
+            out[name] = {**tc.to_dict(), "ranking": tc.ranking(20), "target": targets.get(name, name),
+                         "seed": cfg.regression.seeds[0], "coefficients": tc}
+        return out

@@ -343,6 +343,12 @@ class RunAnalysis(AnalysisTask):
                 "wrong.</p>")
         rep.figure(out["nn_taylor.png"].path, "nn_taylor", "nn classifier: Taylor coefficients")
         rep.figure(out["c2st_taylor.png"].path, "c2st_taylor", "C2ST of the generator: Taylor coefficients")
+        for name, entry in t.get("regression", {}).items():
+            top = ", ".join(f"{html.escape(k)} ({v:.3g})" for k, v in entry["ranking"][:5])
+            rep.add(f"<p><b>{html.escape(name)} flow</b> (seed {entry['seed']}): the posterior mean of "
+                    f"{html.escape(entry['target'])} (standardised flow space) over {entry['events']:,} reference "
+                    f"events, in its context entries (each in units of its spread); largest: {top}.</p>")
+            rep.figure(out[f"{name}_taylor.png"].path, f"{name}_taylor", f"{name} flow: Taylor coefficients")
 
     def _feeding(self, rep: ReportBuilder, inp: dict, limits: dict, fidelity: dict) -> None:
         r = self.analysis_config.regression

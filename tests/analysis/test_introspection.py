@@ -41,3 +41,26 @@ def test_planted_defect_is_named(events, defect):
     assert r["found"], (r["top_first"], r["top_pair"], r["top_ranking"])
     if defect.kind == "scale":
         assert r["auc"] > 0.53 and r["permutation_found"]
+
+
+def test_regression_coefficients_name_what_moves_the_posterior_mean():
+    """y ~ N(2 x0, (0.2 + 0.5 |x1|)^2): a trained conditional flow's posterior mean moves with x0 (by about
+    2 sd(x0) / sd(y) in standardised units), barely with x1 (which sets the width) and not with x2."""
+    from analysis.introspection import regression_coefficients
+    from models.features import Feature, FeatureTable
+    from models.fit import fit_conditional
+    from models.training import TrainSettings
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6000, 3)).astype(np.float32)
+    y = (2 * x[:, 0] + (0.2 + 0.5 * np.abs(x[:, 1])) * rng.normal(size=len(x)))[:, None]
+    emb = {"kind": "mlp", "in_features": 3, "out_features": 8, "hidden_features": [32]}
+    fit = fit_conditional("made_mog", {"components": 3, "hidden_features": [32, 32]},
+                          {"train": y[:5000], "validation": y[5000:]}, {"train": x[:5000], "validation": x[5000:]},
+                          ["y"], FeatureTable([Feature("y", "standard")]), TrainSettings(epochs=15, batch_size=256,
+                                                                                         seed=2), emb)
+    tc = regression_coefficients(fit.model, x[5000:], [(f"x{i}", 0, (i,)) for i in range(3)], seed=1)
+    expected = 2 * x[5000:, 0].std() / y.std()
+    assert tc.top(1) == ("x0",)
+    assert abs(tc.first[0] - expected) < 0.15 * expected, (tc.first, expected)
+    assert tc.first[1] < 0.2 * tc.first[0] and tc.first[2] < 0.2 * tc.first[0], tc.first

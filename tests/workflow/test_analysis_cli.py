@@ -206,8 +206,16 @@ def test_introspection_names_what_the_networks_use(env, ran):  # noqa: F811
     top = [k for k, _ in sorted(zip(t["nn"]["names"], t["nn"]["first"]), key=lambda kv: -kv[1])[:6]]
     assert set(top) & {"m_bb", "m_wwbb", "m_wbb", "m_jjj", "m_jlv", "m_jj"}
     assert 0.5 < t["c2st"]["auc"] <= 1.0 and t["c2st"]["test_per_class"] >= 100
+    # the regression flows' posterior means: the neutrino's momentum along the lepton moves with the MET (a
+    # 4-epoch model on a tiny sample has learnt at least that), the b-jet response with the jet's own variables
+    reg = t["regression"]
+    assert set(reg) == {"neutrino", "bjet"}
+    nu = dict(zip(reg["neutrino"]["names"], reg["neutrino"]["first"]))
+    assert max(nu, key=nu.get).startswith("MET"), reg["neutrino"]["ranking"][:5]
+    assert reg["bjet"]["names"][0] == "log_pt" and np.all(np.asarray(reg["bjet"]["first"]) >= 0)
     text = store(env, "RunAnalysis", "tinyana", "v1", "report", "report.html").read_text()
     assert "What the networks use: Taylor coefficients" in text and "figures/c2st_taylor.png" in text
+    assert "figures/neutrino_taylor.png" in text
 
 
 def test_regressed_features_need_the_feed_setting(env):  # noqa: F811
