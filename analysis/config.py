@@ -535,7 +535,9 @@ class IntrospectionConfig:
         _at_least(f"{path}.c2st_events", self.c2st_events, 100)
 
 
-CLASSIFIERS = ("bdt", "nn")
+CLASSIFIERS = ("bdt", "nn", "transformer")
+OBJECT_CLASSIFIERS = ("transformer",)
+"""Classifiers of the reconstructed objects (the skim's Objects tree), not of the 28 features."""
 
 
 @dataclass(frozen=True)
@@ -577,12 +579,39 @@ class NNConfig:
 
 
 @dataclass(frozen=True)
-class ClassifierConfig:
-    """Signal-against-background classifiers, trained on simulated events of the train partition."""
+class TransformerConfig:
+    """The object-level classifier (:class:`models.objectnet.ObjectTransformer`): a transformer on the lepton,
+    MET and up to 10 jets with Lorentz-invariant pair features as attention bias; AdamW, early stopping."""
 
-    models: tuple[str, ...] = CLASSIFIERS
+    dim: int = 64
+    heads: int = 4
+    layers: int = 2
+    pair_features: bool = True
+    epochs: int = 30
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 5
+
+    def validate(self, path: str) -> None:
+        for name in ("dim", "heads", "layers", "epochs", "batch_size", "patience"):
+            _at_least(f"{path}.{name}", getattr(self, name), 1)
+        _check(self.dim % self.heads == 0, f"{path}.dim: must be a multiple of heads ({self.heads}), got {self.dim}")
+        _check(isinstance(self.pair_features, bool), f"{path}.pair_features: expected true or false")
+        _positive(f"{path}.learning_rate", self.learning_rate)
+        _positive(f"{path}.weight_decay", self.weight_decay, strict=False)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Signal-against-background classifiers, trained on simulated events of the train partition (``bdt`` and
+    ``nn`` on the 28 features, ``transformer`` on the reconstructed objects; not a default: it needs object-level
+    inputs and time)."""
+
+    models: tuple[str, ...] = ("bdt", "nn")
     bdt: BDTConfig = BDTConfig()
     nn: NNConfig = NNConfig()
+    transformer: TransformerConfig = TransformerConfig()
 
     def validate(self, path: str) -> None:
         _check(len(self.models) > 0 and len(set(self.models)) == len(self.models),
@@ -591,6 +620,7 @@ class ClassifierConfig:
             _check(m in CLASSIFIERS, f"{path}.models: unknown classifier {m!r}; known: {', '.join(CLASSIFIERS)}")
         self.bdt.validate(f"{path}.bdt")
         self.nn.validate(f"{path}.nn")
+        self.transformer.validate(f"{path}.transformer")
 
 
 @dataclass(frozen=True)
@@ -634,6 +664,9 @@ class LimitConfig:
     def validate(self, path: str, classifiers: ClassifierConfig) -> None:
         _check(self.classifier in classifiers.models, f"{path}.classifier: must be one of classifiers.models "
                f"{list(classifiers.models)}, got {self.classifier!r}")
+        _check(self.classifier not in OBJECT_CLASSIFIERS, f"{path}.classifier: {self.classifier!r} reads the "
+               "reconstructed objects, which the generator of background events (28 features) does not make; "
+               "the templates need a classifier of the features (bdt or nn)")
         _check(0.0 <= self.score_cut < 1.0, f"{path}.score_cut: must lie in [0, 1), got {self.score_cut}")
         _at_least(f"{path}.n_bins", self.n_bins, 1)
         _at_least(f"{path}.min_count", self.min_count, 1)
@@ -696,6 +729,10 @@ class AnalysisConfig:
             s.source == "generator" for s in self.samples.values())), f"{p}regression.applications: the "
             "conditional applications need the truth record of the embedded generator (all samples with source "
             "'generator')")
+        _check(not set(self.classifiers.models) & set(OBJECT_CLASSIFIERS) or all(
+            s.source != "higgs_csv" for s in self.samples.values()), f"{p}classifiers.models: the object-level "
+            "classifier needs the reconstructed objects, which the HIGGS CSV does not have (samples with source "
+            "'generator' or 'nanoaod' only)")
         _check(not (self.regression.feed and self.flows.derive_masses), f"{p}regression.feed: the regressed "
                "masses cannot be derived from the generated jets; set flows.derive_masses to false")
         _check(self.feature_units in ("GeV", "normalised"),

@@ -107,6 +107,26 @@ def _median_bands(rows: list[dict[str, float]]) -> dict[str, float]:
     return {str(k): float(np.median([r[str(k)] for r in rows])) for k in BANDS}
 
 
+def simulated_limit(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, cfg: LimitConfig) -> dict:
+    """The expected CLs limit (median and bands) on mu of one classifier with simulated templates of the scored
+    events (``labels`` 1 signal, 0 background, ``weights`` normalised to the expected yields): ``cfg.n_bins``
+    bins above ``cfg.score_cut`` merged to ``cfg.min_count`` background events, the background's statistical
+    uncertainty per bin and the first background systematic, as the simulated-template point of the scan (whose
+    binning also respects the generated samples, so its value may differ slightly). Compares classifiers,
+    including those that cannot score generated events."""
+    scores, labels, weights = (np.asarray(a) for a in (scores, labels, weights))
+    bkg, sig = labels == 0, labels == 1
+    edges = merged_edges([scores[bkg]], cfg.score_cut, cfg.n_bins, cfg.min_count)
+    s = make_template(scores[sig], weights[sig], edges)
+    b = make_template(scores[bkg], weights[bkg], edges)
+    if s.total <= 0:
+        raise StatisticsError(f"no signal above the score cut {cfg.score_cut}; no limit can be set")
+    syst = cfg.background_systematics[0]
+    ws = build_workspace(s.yields, b.yields, b.stat, syst, cfg.lumi_uncertainty, name="classifier")
+    return {**expected_limits(ws), "bins": len(edges) - 1, "background_systematic": syst,
+            "signal_yield": s.total, "background_yield": b.total}
+
+
 def run_scan(samples: ScoredSamples, cfg: LimitConfig, seed: int,
              progress: Callable[[str], None] | None = None) -> tuple[dict, dict[str, dict]]:
     """Run every scan of the module docstring; returns (results, workspaces by point name).

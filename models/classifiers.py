@@ -1,9 +1,13 @@
-"""Signal-against-background classifiers: a boosted decision tree and a neural network.
+"""Signal-against-background classifiers: a boosted decision tree, a neural network on the engineered features
+and a transformer on the reconstructed objects.
 
 * ``bdt``: scikit-learn's histogram gradient boosting (the LightGBM algorithm; Ke et al., NeurIPS 2017), with
   early stopping on the validation partition. Stored with skops, whose loader accepts only the listed types.
 * ``nn``: a torch MLP on log-compressed, standardised features, binary cross-entropy, AdamW, early stopping on the
   validation loss with the best epoch restored. Stored as tensors, loaded with ``weights_only=True``.
+* ``transformer``: :class:`models.objectnet.ObjectTransformer` on the objects (lepton, MET, jets) instead of the
+  features; ``score`` takes the tuple ``(objects, p4, mask, event)``. Trained by the same loop as ``nn``, stored
+  the same way.
 
 Both are trained with the classes weighted to equal total weight, so the score is a balanced posterior in [0, 1],
 signal-like near 1. :class:`Classifier` is the common interface: ``score(x)`` for an event matrix.
@@ -26,6 +30,10 @@ from analysis.config import BDTConfig, NNConfig
 from analysis.io import InputError, atomic_path
 
 
+OBJECT_CLASSIFIERS = ("transformer",)
+"""Classifiers of the reconstructed objects, not of the feature matrix."""
+
+
 def balanced_weights(y: np.ndarray) -> np.ndarray:
     """Per-event weights giving each class the same total weight (mean weight 1)."""
     y = np.asarray(y).astype(int)
@@ -45,8 +53,14 @@ class Classifier:
     history: list[dict] = dataclasses.field(default_factory=list)
     train_seconds: float = 0.0
 
-    def score(self, x: np.ndarray, batch_size: int = 200_000) -> np.ndarray:
-        """Signal probability of each event (rows of ``x``), float64 in [0, 1]."""
+    def score(self, x, batch_size: int = 200_000) -> np.ndarray:
+        """Signal probability of each event (rows of ``x``; for an object classifier the tuple of its inputs),
+        float64 in [0, 1]."""
+        if self.kind in OBJECT_CLASSIFIERS:
+            from .objectnet import object_scores
+            if not isinstance(x, tuple):
+                raise ValueError(f"{self.kind}: expected the tuple (objects, p4, mask, event)")
+            return object_scores(self.estimator, x)
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != len(self.features):
             raise ValueError(f"{self.kind}: expected events x {len(self.features)} features, got {x.shape}")
@@ -99,24 +113,40 @@ def train_nn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val:
              seed: int, on_epoch: Callable[[dict], None] | None = None) -> tuple[MLPClassifier, list[dict]]:
     """Train the MLP with class-balanced binary cross-entropy; early stopping on the validation loss."""
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     model = MLPClassifier(x_train.shape[1], cfg.hidden_features)
     model.fit_transform(x_train)
-    xt, yt = torch.as_tensor(x_train, dtype=torch.float32), torch.as_tensor(y_train, dtype=torch.float32)
+    history = train_binary(model, x_train, y_train, x_val, y_val, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                           learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, patience=cfg.patience,
+                           seed=seed, on_epoch=on_epoch, name="nn")
+    return model, history
+
+
+def train_binary(model: torch.nn.Module, x_train, y_train: np.ndarray, x_val, y_val: np.ndarray, *, epochs: int,
+                 batch_size: int, learning_rate: float, weight_decay: float, patience: int, seed: int,
+                 on_epoch: Callable[[dict], None] | None = None, name: str = "classifier") -> list[dict]:
+    """The one training loop of the network classifiers: ``model(*inputs) -> logits (n, 1)`` with inputs one
+    array or a tuple of arrays (events first), class-balanced binary cross-entropy, AdamW with a cosine learning
+    rate, early stopping on the validation loss with the best epoch restored (in place); returns the history."""
+    from .training import _length, _rows, _tensor
+
+    gen = torch.Generator().manual_seed(seed)
+    xt, xv = _tensor(x_train), _tensor(x_val)
+    call = (lambda m, c: m(*c)) if isinstance(xt, tuple) else (lambda m, c: m(c))
+    yt, yv = torch.as_tensor(y_train, dtype=torch.float32), torch.as_tensor(y_val, dtype=torch.float32)
     wt = torch.as_tensor(balanced_weights(y_train), dtype=torch.float32)
-    xv, yv = torch.as_tensor(x_val, dtype=torch.float32), torch.as_tensor(y_val, dtype=torch.float32)
     wv = torch.as_tensor(balanced_weights(y_val), dtype=torch.float32)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     best, best_state, bad, history = float("inf"), None, 0, []
-    for epoch in range(1, cfg.epochs + 1):
+    n = _length(xt)
+    for epoch in range(1, epochs + 1):
         model.train()
-        perm = torch.randperm(len(xt), generator=gen)
+        perm = torch.randperm(n, generator=gen)
         total = 0.0
-        for i in range(0, len(xt), cfg.batch_size):
-            idx = perm[i:i + cfg.batch_size]
-            loss = (loss_fn(model(xt[idx])[:, 0], yt[idx]) * wt[idx]).mean()
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            loss = (loss_fn(call(model, _rows(xt, idx))[:, 0], yt[idx]) * wt[idx]).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -124,12 +154,13 @@ def train_nn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val:
         sched.step()
         model.eval()
         with torch.no_grad():
-            logits = model(xv)[:, 0]
+            nv = _length(xv)
+            logits = torch.cat([call(model, _rows(xv, slice(lo, lo + 65536)))[:, 0] for lo in range(0, nv, 65536)])
             val = float((loss_fn(logits, yv) * wv).sum() / wv.sum())
             auc = float(roc_auc_score(y_val, logits.numpy()))
         if not np.isfinite(val):
-            raise FloatingPointError(f"nn: validation loss is not finite at epoch {epoch}")
-        rec = {"epoch": epoch, "train_loss": total / len(xt), "val_loss": val, "val_auc": auc}
+            raise FloatingPointError(f"{name}: validation loss is not finite at epoch {epoch}")
+        rec = {"epoch": epoch, "train_loss": total / n, "val_loss": val, "val_auc": auc}
         history.append(rec)
         if on_epoch:
             on_epoch(rec)
@@ -138,11 +169,11 @@ def train_nn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val:
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
-            if bad >= cfg.patience:
+            if bad >= patience:
                 break
     model.load_state_dict(best_state)
     model.eval()
-    return model, history
+    return history
 
 
 # -- the boosted decision tree ------------------------------------------------------------------------------------
@@ -169,15 +200,21 @@ def train_classifier(kind: str, features: list[str], x_train: np.ndarray, y_trai
     """Train classifier ``kind`` (``bdt`` with ``cfg.bdt``, ``nn`` with ``cfg.nn``; ``cfg`` is the config's
     classifiers section)."""
     for name, arr in (("training", x_train), ("validation", x_val)):
-        if not np.all(np.isfinite(arr)):
+        if not all(np.all(np.isfinite(np.asarray(a, dtype=np.float64))) for a in
+                   (arr if isinstance(arr, tuple) else (arr,))):
             raise ValueError(f"{kind}: non-finite values in the {name} events")
     t0 = time.perf_counter()
     if kind == "bdt":
         est, history = train_bdt(x_train, y_train, x_val, y_val, cfg.bdt, seed)
     elif kind == "nn":
         est, history = train_nn(x_train, y_train, x_val, y_val, cfg.nn, seed, on_epoch)
+    elif kind == "transformer":
+        from .objectnet import ObjectSettings, train_object_classifier
+        est, history, _ = train_object_classifier(x_train, y_train, x_val, y_val,
+                                                  ObjectSettings(**dataclasses.asdict(cfg.transformer)), seed,
+                                                  on_epoch)
     else:
-        raise ValueError(f"unknown classifier {kind!r}; known: bdt, nn")
+        raise ValueError(f"unknown classifier {kind!r}; known: bdt, nn, transformer")
     return Classifier(kind, list(features), est, history, time.perf_counter() - t0)
 
 
@@ -192,6 +229,9 @@ def save_classifier(path: str | Path, clf: Classifier) -> None:
             import skops.io as sio
 
             sio.dump({"estimator": clf.estimator, "meta": json.dumps(meta)}, tmp)
+        elif clf.kind in OBJECT_CLASSIFIERS:
+            torch.save({"state_dict": clf.estimator.state_dict(), "architecture": clf.estimator.hyperparameters(),
+                        "meta": meta}, tmp)
         else:
             torch.save({"state_dict": clf.estimator.state_dict(), "hidden": list(clf.estimator.hidden),
                         "meta": meta}, tmp)
@@ -257,11 +297,17 @@ def load_classifier(path: str | Path) -> Classifier:
     from .io import load_tensor_file
 
     payload = load_tensor_file(path, "TrainClassifier")  # weights_only=True; InputError naming the file
-    if not isinstance(payload, dict) or not {"meta", "hidden", "state_dict"} <= set(payload):
+    if not isinstance(payload, dict) or not ({"meta", "state_dict"} <= set(payload)
+                                             and ("hidden" in payload or "architecture" in payload)):
         raise InputError(f"{path}: not a hepflows classifier file; rerun TrainClassifier to write it again")
     try:
         meta = payload["meta"]
-        model = MLPClassifier(len(meta["features"]), tuple(payload["hidden"]))
+        if "architecture" in payload:
+            from .objectnet import ObjectTransformer
+            model = ObjectTransformer(**{k: payload["architecture"][k] for k in
+                                         ("object_features", "event_features", "dim", "heads", "layers", "pair")})
+        else:
+            model = MLPClassifier(len(meta["features"]), tuple(payload["hidden"]))
         model.load_state_dict(payload["state_dict"])
         model.eval()
         return Classifier(meta["kind"], meta["features"], model, train_seconds=meta["train_seconds"])
@@ -270,7 +316,20 @@ def load_classifier(path: str | Path) -> Classifier:
                          "to write it again") from None
 
 
-CLASSIFIER_FILES = {"bdt": "model.skops", "nn": "model.pt"}
+CLASSIFIER_FILES = {"bdt": "model.skops", "nn": "model.pt", "transformer": "model.pt"}
+
+
+def occlusion_importance(clf: Classifier, x, y: np.ndarray, hide: dict[str, Callable], seed: int = 0,
+                         max_events: int = 10_000) -> dict[str, float]:
+    """Drop of the ROC AUC when each input group is hidden (``hide[name](x)`` returns the inputs without it), on at
+    most ``max_events`` events (seeded choice): the importance of an object classifier's input groups, where
+    permuting one feature would leave the others that encode it (e.g. four-momenta) in place."""
+    n = len(x[0]) if isinstance(x, tuple) else len(x)
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(n, max_events), replace=False))
+    sub = tuple(a[rows] for a in x) if isinstance(x, tuple) else x[rows]
+    base = roc_auc_score(y[rows], clf.score(sub))
+    out = {name: float(base - roc_auc_score(y[rows], clf.score(f(sub)))) for name, f in hide.items()}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def permutation_importance(clf: Classifier, x: np.ndarray, y: np.ndarray, seed: int = 0, n_repeats: int = 3,

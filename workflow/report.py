@@ -256,9 +256,20 @@ class RunAnalysis(AnalysisTask):
         rep.section("classifiers", "Signal against background classifiers",
                     "Trained on simulated events of the train partition, evaluated on the reference partition; "
                     f"the limits use <code>{html.escape(self.analysis_config.limits.classifier)}</code>.")
-        rep.add(html_table(["classifier", "ROC AUC (reference)", "training [s]", "most important features"],
-                           [[r["classifier"], f"{r['reference_auc']:.4f}", f"{r['train_seconds']:.0f}",
-                             ", ".join(r["top_features"])] for r in comparison["classifiers"]]))
+        def limit(r):
+            lim = r.get("expected_limit") or {}
+            return _num(lim["0"]) if "0" in lim else html.escape(lim.get("error", "-"))
+
+        rep.add(html_table(["classifier", "inputs", "ROC AUC (reference)", "expected limit (simulated templates)",
+                            "training [s]", "most important"],
+                           [[r["classifier"], r.get("inputs", "features"), f"{r['reference_auc']:.4f}", limit(r),
+                             f"{r['train_seconds']:.0f}", ", ".join(r["top_features"])]
+                            for r in comparison["classifiers"]]))
+        rep.add("<p>Expected limits on μ from each classifier's templates of the simulated reference events (same "
+                "score cut, binning rule and first background systematic for all). The object-level classifier "
+                "(transformer on the lepton, MET and jets) cannot score generated background, which has the 28 "
+                "features only, so the limit scans use a classifier of the features; its importances are AUC "
+                "drops when an object group is hidden.</p>")
         rep.figure(inp["comparison"]["roc.png"].path, "roc", "ROC curves", "50%")
         for target in inp["classifiers"]["collection"].targets.values():
             kind = target["metrics.json"].load(formatter="json")["classifier"]

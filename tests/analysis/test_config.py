@@ -52,6 +52,13 @@ def test_shipped_configs_load():
     (lambda d: d.update(regression={"applications": ["bjet"], "feed_draws": 0}), "regression.feed_draws"),
     (lambda d: d.update(regression={"applications": ["bjet"], "feed": True}, flows={"derive_masses": True}),
      "regression.feed: the regressed masses cannot be derived"),
+    (lambda d: d.update(classifiers={"models": ["bdt", "gnn"]}), "classifiers.models: unknown classifier 'gnn'"),
+    (lambda d: d.update(classifiers={"transformer": {"dim": 30, "heads": 4}}), "classifiers.transformer.dim"),
+    (lambda d: d.update(classifiers={"models": ["bdt", "transformer"]}, limits={"classifier": "transformer"}),
+     "limits.classifier: 'transformer' reads the reconstructed objects"),
+    (lambda d: d["samples"]["background"].update(source="higgs_csv", path="x.csv") or d.update(
+        feature_units="normalised", classifiers={"models": ["bdt", "transformer"]}),
+     "the object-level classifier needs the reconstructed objects"),
 ])
 def test_invalid_values_name_the_key(mutate, message):
     d = copy.deepcopy(tiny_config_dict())

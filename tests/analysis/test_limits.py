@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analysis.config import LimitConfig, ScanSizes
-from analysis.limits import ScoredSamples, run_scan
+from analysis.limits import ScoredSamples, run_scan, simulated_limit
 from analysis.statistics import StatisticsError
 
 
@@ -76,3 +76,19 @@ def test_too_small_generated_sample_is_a_clear_error():
     s = _samples(np.random.default_rng(7), n_gen=1000)
     with pytest.raises(StatisticsError, match="generated sample of flow seed 1 has 1000 events; the scan needs"):
         run_scan(s, CFG, seed=1)
+
+
+def test_simulated_limit_ranks_classifiers():
+    """The expected limit from a classifier's simulated templates: a classifier that separates signal from
+    background sets a stronger limit than one that hardly does, and the bands are ordered."""
+    rng = np.random.default_rng(3)
+    n_s, n_b = 4000, 40000
+    labels = np.r_[np.ones(n_s), np.zeros(n_b)]
+    weights = np.r_[np.full(n_s, 50.0 / n_s), np.full(n_b, 20000.0 / n_b)]
+    good = np.r_[rng.beta(5, 1.5, n_s), rng.beta(1.5, 5, n_b)]
+    poor = np.r_[rng.beta(2.2, 2, n_s), rng.beta(2, 2.2, n_b)]
+    cfg = LimitConfig(n_bins=10, min_count=20, background_systematics=(0.05,))
+    a, b = simulated_limit(good, labels, weights, cfg), simulated_limit(poor, labels, weights, cfg)
+    assert a["-2"] < a["-1"] < a["0"] < a["1"] < a["2"]
+    assert a["0"] < 0.5 * b["0"]
+    assert a["signal_yield"] < 50.0 and a["background_yield"] < 20000.0  # only what is above the score cut
