@@ -6,7 +6,8 @@ trained on a seeded fraction of the train partition (validation partition for ea
 analysis) and measured on the whole reference partition: ROC AUC with its Hanley-McNeil error, the expected limit
 with simulated templates (:func:`analysis.limits.simulated_limit`), training time and rate, and the scoring
 rate. Does the object-level transformer win when data are scarce, as A. Butter's review says physics-aware
-networks do? ``--no-pair`` adds the transformer without its pair features.
+networks do? ``--no-pair`` adds the transformer without its pair features. The figure (AUC and limit against
+training events) goes beside the JSON (``.png``).
 """
 
 from __future__ import annotations
@@ -67,13 +68,49 @@ def quickstart_partitions(workdir: Path) -> tuple[dict, dict]:
     return out, {p: {"signal": int(v[2].sum()), "background": int((v[2] == 0).sum())} for p, v in out.items()}
 
 
+def plot(rows: list[dict], path: str) -> None:
+    """ROC AUC (with errors) and expected limit against training events, one line per classifier."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep as hep
+
+    plt.style.use(hep.style.ROOT)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(20, 8))
+    for name in dict.fromkeys(r["classifier"] for r in rows):
+        rs = sorted((r for r in rows if r["classifier"] == name), key=lambda r: r["train_events"])
+        n = [r["train_events"] for r in rs]
+        ax1.errorbar(n, [r["auc"] for r in rs], yerr=[r["auc_error"] for r in rs], marker="o", capsize=3,
+                     label=name.replace("_nopair", " (no pair features)"))
+        ax2.plot(n, [r["expected_limit"]["0"] for r in rs], marker="o", label=name)
+    ax1.set(xscale="log", xlabel="training events (signal + background)", ylabel="ROC AUC (reference partition)")
+    ax2.set(xscale="log", yscale="log", xlabel="training events (signal + background)",
+            ylabel="expected limit on mu (simulated templates)")
+    from matplotlib.ticker import NullFormatter
+    for ax in (ax1, ax2):
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    ax2.set_yticks([0.5, 0.7, 1, 2, 3, 5, 7, 10])
+    ax2.set_yticklabels(["0.5", "0.7", "1", "2", "3", "5", "7", "10"])
+    fig.subplots_adjust(wspace=0.3)
+    ax1.legend(fontsize=16)
+    fig.suptitle("classifiers against training size (quickstart samples)", fontsize=18)
+    fig.savefig(path, bbox_inches="tight", dpi=80)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out")
     ap.add_argument("--fractions", nargs="*", type=float, default=[1.0, 0.5, 0.25, 0.1, 0.05])
     ap.add_argument("--models", nargs="*", default=["bdt", "nn", "transformer"])
     ap.add_argument("--no-pair", action="store_true", help="also the transformer without pair features")
+    ap.add_argument("--plot-only", action="store_true", help="only draw OUT_JSON's figure (OUT_JSON .png)")
     args = ap.parse_args()
+    if args.plot_only:
+        import json
+        plot(json.load(open(args.out))["rows"], str(Path(args.out).with_suffix(".png")))
+        return
     cfg = load_config("quickstart")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,6 +153,7 @@ def main() -> None:
                                   "limit": "simulated templates of the reference partition, first background "
                                            "systematic (analysis.limits.simulated_limit)",
                                   "rows": rows})
+    plot(rows, str(Path(args.out).with_suffix(".png")))
 
 
 if __name__ == "__main__":
