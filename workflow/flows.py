@@ -187,6 +187,19 @@ class TruthSample(RegressedFeatures, FeatureSetMixin, AnalysisTask):
             out.append(target)
         return out
 
+    def _complete_here(self) -> bool:
+        """With ``--features regressed`` the rewritten ntuples are outputs too: a vanished one makes the task out of
+        date (it is written again), as a vanished ``truth.json`` would."""
+        if not super()._complete_here():
+            return False
+        if not self.regressed:
+            return True
+        try:
+            files = self.output().load(formatter="json")["files"]
+        except Exception:  # unreadable: out of date, written again
+            return False
+        return all(os.path.isfile(f) for f in files)
+
     def files(self) -> tuple[list[str], str]:
         """(ntuple files, source) of the truth sample."""
         info = self.output().load(formatter="json")

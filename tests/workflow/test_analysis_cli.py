@@ -4,6 +4,7 @@ templates, pyhf workspaces, limit scans, the report, and rerun semantics."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -121,6 +122,15 @@ def test_vanished_input_is_redone(env, analysis_config, ran):  # noqa: F811
     assert re.search(r"scores\.npz\)\n[\s│]*absent", status)
     law(env, "LimitScan", *RUN, "--config", analysis_config)
     assert scores.exists() and limits.stat().st_mtime > before
+
+
+def test_vanished_regressed_truth_ntuple_is_written_again(env, analysis_config, ran):  # noqa: F811
+    """The regressed truth sample's rewritten ntuples are outputs: one vanished makes TruthSample out of date."""
+    info = store(env, "TruthSample", "tinyana", "v1", "regressed", "truth.json")
+    victim = json.loads(info.read_text())["files"][0]
+    os.unlink(victim)
+    law(env, "TruthSample", *RUN, "--config", analysis_config, "--features", "regressed")
+    assert os.path.isfile(victim) and json.loads(info.read_text())["files"][0] == victim
 
 
 def test_regressions_trained_on_their_own_samples_evaluated_and_reported(env, ran):  # noqa: F811
