@@ -191,6 +191,10 @@ def mass_resolution(mass: np.ndarray) -> dict[str, float]:
 
 # -- one application of the conditional layer: data and evaluation -------------------------------------------
 
+TAYLOR_TARGET = "the response pT_true / pT_reco"
+"""What introspection differentiates: the posterior mean of the response (:func:`taylor_inputs`)."""
+
+
 def taylor_inputs() -> list[tuple[str, int, tuple[int, ...]]]:
     """Every context variable, for introspection (:func:`analysis.introspection.regression_coefficients`)."""
     return [(name, 0, (i,)) for i, name in enumerate(CONTEXT)]

@@ -268,6 +268,10 @@ def regression_context(objects: Mapping[str, np.ndarray]) -> tuple[np.ndarray, n
     return feats.astype(np.float32), mask, event.astype(np.float32)
 
 
+TAYLOR_TARGET = "the momentum along the lepton (px')"
+"""What introspection differentiates: the flow's first target, its posterior mean (:func:`taylor_inputs`)."""
+
+
 def taylor_inputs() -> list[tuple[str, int, tuple[int, ...]]]:
     """The context entries whose Taylor coefficients introspection reports (``(label, context element, index in
     the event)``, :func:`analysis.introspection.regression_coefficients`): the lepton's pT and eta, the MET's pT

@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .neutrino import _p4, jet_p4, lepton_p4, regression_context
+from .neutrino import OBJECT_FEATURES, _p4, jet_p4, lepton_p4, regression_context
 
 GROUPS = ("lepton", "MET", "jets 1-4", "jets 5+", "b tags")
 """The object groups of :func:`occlusions`."""
@@ -50,7 +50,6 @@ def occlusions() -> dict[str, Callable[[tuple], tuple]]:
         return hide
 
     def no_btag(inputs: tuple) -> tuple:
-        from .neutrino import OBJECT_FEATURES
         feats = inputs[0].copy()
         feats[..., OBJECT_FEATURES.index("btag")] = 0.0
         return (feats, *inputs[1:])

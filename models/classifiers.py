@@ -209,10 +209,8 @@ def train_classifier(kind: str, features: list[str], x_train: np.ndarray, y_trai
     elif kind == "nn":
         est, history = train_nn(x_train, y_train, x_val, y_val, cfg.nn, seed, on_epoch)
     elif kind == "transformer":
-        from .objectnet import ObjectSettings, train_object_classifier
-        est, history, _ = train_object_classifier(x_train, y_train, x_val, y_val,
-                                                  ObjectSettings(**dataclasses.asdict(cfg.transformer)), seed,
-                                                  on_epoch)
+        from .objectnet import train_object_classifier
+        est, history, _ = train_object_classifier(x_train, y_train, x_val, y_val, cfg.transformer, seed, on_epoch)
     else:
         raise ValueError(f"unknown classifier {kind!r}; known: bdt, nn, transformer")
     return Classifier(kind, list(features), est, history, time.perf_counter() - t0)

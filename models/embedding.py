@@ -19,11 +19,13 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 
-def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.SiLU) -> nn.Sequential:
+    """Linear layers of ``sizes`` with ``activation`` between them (none after the last)."""
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.SiLU()]
+        layers += [nn.Linear(a, b), activation()]
     return nn.Sequential(*layers[:-1])
+
 
 
 class DeepSetEmbedding(nn.Module):
@@ -34,8 +36,8 @@ class DeepSetEmbedding(nn.Module):
                  hidden_features: Sequence[int] = (64, 64)):
         super().__init__()
         hidden = list(hidden_features)
-        self.phi = _mlp([object_features, *hidden])
-        self.rho = _mlp([2 * hidden[-1] + event_features, *hidden, out_features])
+        self.phi = mlp([object_features, *hidden])
+        self.rho = mlp([2 * hidden[-1] + event_features, *hidden, out_features])
         self.object_features, self.event_features, self.out_features = object_features, event_features, out_features
 
     def forward(self, objects: Tensor, mask: Tensor, event: Tensor | None = None) -> Tensor:
@@ -59,7 +61,7 @@ class MLPEmbedding(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, hidden_features: Sequence[int] = (64, 64)):
         super().__init__()
-        self.net = _mlp([in_features, *hidden_features, out_features])
+        self.net = mlp([in_features, *hidden_features, out_features])
         self.register_buffer("shift", torch.zeros(in_features))
         self.register_buffer("scale", torch.ones(in_features))
         self.in_features, self.out_features = in_features, out_features

@@ -16,13 +16,15 @@ unchanged (tested).
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from typing import Callable, Sequence
+from functools import partial
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from .embedding import mlp
 
 PAIR_FEATURES = ("ln_m2", "ln_dr", "ln_kt", "ln_z")
 
@@ -45,11 +47,7 @@ def pair_features(p4: Tensor, eps: float = 1e-6) -> Tensor:
     return torch.log(torch.stack(feats, dim=-1))
 
 
-def _mlp(sizes: Sequence[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.GELU()]
-    return nn.Sequential(*layers[:-1])
+_mlp = partial(mlp, activation=nn.GELU)
 
 
 class _Block(nn.Module):
@@ -131,27 +129,14 @@ class ObjectTransformer(nn.Module):
         return self.head(torch.cat(pooled, dim=-1))
 
 
-@dataclasses.dataclass(frozen=True)
-class ObjectSettings:
-    """Architecture and training of :class:`ObjectTransformer` (plain values; a configuration fills them)."""
-
-    dim: int = 64
-    heads: int = 4
-    layers: int = 2
-    pair_features: bool = True
-    epochs: int = 30
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 5
-
-
-def train_object_classifier(train: tuple, y_train: np.ndarray, val: tuple, y_val: np.ndarray,
-                            settings: ObjectSettings, seed: int, on_epoch: Callable[[dict], None] | None = None
+def train_object_classifier(train: tuple, y_train: np.ndarray, val: tuple, y_val: np.ndarray, settings, seed: int,
+                            on_epoch: Callable[[dict], None] | None = None
                             ) -> tuple[ObjectTransformer, list[dict], float]:
     """Train :class:`ObjectTransformer` on ``train`` = ``(objects, p4, mask, event)`` arrays with labels
     ``y_train`` (1 signal), early-stopped on ``val``, through the one loop of the network classifiers
-    (:func:`models.classifiers.train_binary`); returns the model, its history and the training seconds."""
+    (:func:`models.classifiers.train_binary`); returns the model, its history and the training seconds.
+    ``settings``: plain values ``dim``, ``heads``, ``layers``, ``pair_features``, ``epochs``, ``batch_size``,
+    ``learning_rate``, ``weight_decay``, ``patience`` (e.g. a configuration's ``classifiers.transformer``)."""
     from .classifiers import train_binary
 
     torch.manual_seed(seed)

@@ -126,8 +126,8 @@ def taylor_coefficients(fn: Callable[..., torch.Tensor], x: np.ndarray | torch.T
     """<|t_i|>, <|t_ij|> (``order >= 2``) and <|t_ijk|> (``order == 3``) of the scalar function ``fn`` (a batch
     ``(n, d)`` -> ``(n,)`` or ``(n, 1)``, events independent: no batch normalisation in training mode) over the
     events ``x``, optionally weighted by ``weights``, in batches of ``batch_size`` events. ``given``: per-event
-    tensors (first axis ``n``) held fixed, not differentiated, e.g. the rest of a conditional model's context or
-    its base noise; ``fn`` is called as ``fn(x_batch, *given_batch)``."""
+    tensors (first axis ``n``) held fixed, not differentiated, e.g. the rest of a conditional model's context;
+    ``fn`` is called as ``fn(x_batch, *given_batch)``."""
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32)

@@ -12,6 +12,8 @@ from analysis.config import OBJECT_CLASSIFIERS
 from analysis.features import FEATURES
 from analysis.io import InputError, atomic_path, load_npz, write_json
 from analysis.limits import simulated_limit
+from analysis.statistics import StatisticsError
+from analysis.templates import TemplateError
 from analysis.ntuple import feature_matrix, read_ntuples, read_objects
 from analysis.objects import classifier_inputs, occlusions
 from analysis.partition import split_objects
@@ -155,7 +157,7 @@ class CompareClassifiers(FeatureSetMixin, AnalysisTask):
             curves[m["classifier"]] = (z["label"], z["score"], m["reference_auc"])
             try:
                 limit = simulated_limit(z["score"], z["label"], z["weight"], self.analysis_config.limits)
-            except Exception as e:  # a classifier whose scores make no template: said, not fatal
+            except (StatisticsError, TemplateError) as e:  # scores that make no template: said, not fatal
                 limit = {"error": f"{type(e).__name__}: {e}"}
             rows.append({"classifier": m["classifier"], "inputs": m.get("inputs", "features"),
                          "reference_auc": m["reference_auc"], "train_seconds": m["train_seconds"],

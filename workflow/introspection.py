@@ -121,7 +121,6 @@ class Introspect(FeatureSetMixin, RegressionData):
         :class:`~models.taylor.TaylorCoefficients` for the figure, removed before writing)."""
         from models.io import load_conditional
         cfg = self.analysis_config
-        targets = {"neutrino": "the momentum along the lepton (px')", "bjet": "the response pT_true / pT_reco"}
         out = {}
         for name, target in self.input()["regression"].items():
             app = APPLICATIONS[name]
@@ -132,6 +131,6 @@ class Introspect(FeatureSetMixin, RegressionData):
             self.publish_message(f"{name} flow: Taylor coefficients of the posterior mean")
             tc = regression_coefficients(fit.model, context, app.taylor_inputs(), max_events=cfg.introspection.events,
                                          seed=cfg.seed)
-            out[name] = {**tc.to_dict(), "ranking": tc.ranking(20), "target": targets.get(name, name),
+            out[name] = {**tc.to_dict(), "ranking": tc.ranking(20), "target": app.TAYLOR_TARGET,
                          "seed": cfg.regression.seeds[0], "coefficients": tc}
         return out

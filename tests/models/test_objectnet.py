@@ -7,8 +7,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from models.classifiers import Classifier, load_classifier, occlusion_importance, save_classifier
-from models.objectnet import ObjectSettings, ObjectTransformer, object_scores, pair_features, \
-    train_object_classifier
+from analysis.config import TransformerConfig as ObjectSettings
+from models.objectnet import ObjectTransformer, object_scores, pair_features, train_object_classifier
 
 
 def _p4(pt, eta, phi, m):
