@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--fractions", nargs="*", type=float, default=[1.0, 0.5, 0.25, 0.1, 0.05])
     ap.add_argument("--models", nargs="*", default=["bdt", "nn", "transformer"])
     ap.add_argument("--no-pair", action="store_true", help="also the transformer without pair features")
+    ap.add_argument("--seed", type=int, default=None, help="training seed (default: the configuration's)")
     ap.add_argument("--plot-only", action="store_true", help="only draw OUT_JSON's figure (OUT_JSON .png)")
     args = ap.parse_args()
     if args.plot_only:
@@ -112,6 +113,7 @@ def main() -> None:
         plot(json.load(open(args.out))["rows"], str(Path(args.out).with_suffix(".png")))
         return
     cfg = load_config("quickstart")
+    seed = cfg.seed if args.seed is None else args.seed
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         data, sizes = quickstart_partitions(Path(tmp))
@@ -133,7 +135,7 @@ def main() -> None:
             objects = kind == "transformer"
             train = tuple(a[sub] for a in ot) if objects else xt[sub]
             val, ref = (data["validation"][1], orf) if objects else (data["validation"][0], xr)
-            clf = train_classifier(kind, FEATURES, train, yt[sub], val, yv, ccfg, seed=cfg.seed)
+            clf = train_classifier(kind, FEATURES, train, yt[sub], val, yv, ccfg, seed=seed)
             t1 = time.perf_counter()
             score = clf.score(ref)
             score_seconds = time.perf_counter() - t1
@@ -148,7 +150,7 @@ def main() -> None:
             print(f"{name} fraction {frac:g} ({len(sub):,} events): AUC {auc:.4f} +- {row['auc_error']:.4f}, "
                   f"limit {row['expected_limit']['0']:.3f}, {clf.train_seconds:.0f} s", flush=True)
             write_json(args.out, {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                                  "configuration": "quickstart", "partition_sizes": sizes,
+                                  "configuration": "quickstart", "training_seed": seed, "partition_sizes": sizes,
                                   "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                                   "limit": "simulated templates of the reference partition, first background "
                                            "systematic (analysis.limits.simulated_limit)",
