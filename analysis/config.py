@@ -660,6 +660,10 @@ class LimitConfig:
     # (sigma: the fit's interval and the truth sample's own statistical spread, from Poisson bootstraps)
     spurious_max_sigma: float = 1.0
     spurious_bootstraps: int = 10
+    # the spurious signal of the largest generated template repeated over this many further random
+    # calibration/test splits of the truth sample (the generator uncertainty recalibrated on each): its mean and
+    # RMS show whether the procedure is unbiased and calibrated, beyond one split's fluctuation; 0: off
+    spurious_splits: int = 10
 
     def validate(self, path: str, classifiers: ClassifierConfig) -> None:
         _check(self.classifier in classifiers.models, f"{path}.classifier: must be one of classifiers.models "
@@ -681,6 +685,8 @@ class LimitConfig:
         _at_least(f"{path}.closure_splits", self.closure_splits, 2)
         _positive(f"{path}.spurious_max_sigma", self.spurious_max_sigma)
         _at_least(f"{path}.spurious_bootstraps", self.spurious_bootstraps, 2)
+        _check(self.spurious_splits == 0 or self.spurious_splits >= 2, f"{path}.spurious_splits: 0 (off) or at "
+               f"least 2, got {self.spurious_splits}")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,12 @@ arXiv:2104.04543), shows how much a template would move had the generator seen a
   number of events explains (the generator uncertainty ``delta``, relative to the mean yield); it enters the fit
   as one Gaussian-constrained nuisance parameter per bin (:func:`analysis.statistics.build_workspace`).
 * :func:`nonclosure`: where the replicas share a bias (a limitation of the flow that no resample of its training
-  data removes), their spread cannot cover it; the bias measured against the calibration part of the truth sample
-  is then added in quadrature, as a non-closure uncertainty.
+  data removes), their spread cannot cover it. The bias is measured against the calibration part of the truth
+  sample as a smooth polynomial in the score, with the statistical covariance of that fit
+  (:func:`nonclosure_fit`); it is either taken as a coherent uncertainty of its full size or, better, corrected
+  for, with the fit's own statistical uncertainty as coherent eigen-variations (a correction measured on a
+  finite sample is itself uncertain; without that term the corrected template claims the calibration sample's
+  fluctuations as knowledge).
 * :func:`pulls`: (generated template - truth template) / total template uncertainty per bin, where the truth
   template comes from independent simulation the generator never saw; a calibrated uncertainty gives pulls of
   RMS 1 (68 % within 1, 95 % within 2). :func:`inflation_factor` measures by how much ``delta`` must be scaled
@@ -81,14 +85,36 @@ def pull_summary(values: np.ndarray) -> dict[str, float]:
             "coverage95": c2, "coverage95_error": float(np.sqrt(c2 * (1 - c2) / n))}
 
 
-def nonclosure(template: Template, truth: Template, degree: int = 2) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class NonClosure:
+    """A smooth non-closure of generated against truth templates and the statistical uncertainty of its fit.
+
+    ``values``: p(x_i) per bin, relative and signed (generated / truth - 1); ``variations``: one row per
+    eigenvector of the fitted coefficients' covariance, the relative shift of p(x_i) by one standard deviation
+    along it (rows independent, their squares summing to the variance of p(x_i))."""
+
+    values: np.ndarray
+    variations: np.ndarray
+
+    @property
+    def fit_error(self) -> np.ndarray:
+        """Standard deviation of the fitted non-closure per bin."""
+        return np.sqrt(np.sum(self.variations ** 2, axis=0))
+
+    def to_dict(self) -> dict:
+        return {"values": self.values.tolist(), "variations": self.variations.tolist(),
+                "fit_error": self.fit_error.tolist()}
+
+
+def nonclosure_fit(template: Template, truth: Template, degree: int = 2) -> NonClosure:
     """The measured non-closure of a generated template against an independent truth template, relative to the
-    template, per bin and signed: p(x_i), where p is a polynomial of ``degree`` in the bin centre x_i fitted by weighted
-    least squares to g_i / t_i - 1 (weights from both templates' statistical uncertainties). A smooth fit, not
-    the per-bin differences: those carry the truth template's own fluctuations, which an independent test sample
-    would not repeat. It is the usual HEP remedy when a model's own uncertainty does not cover its disagreement
-    with an independent reference; in the fit it is one coherent shape systematic (all bins move together), since
-    a shared bias is coherent, and independent per-bin parameters would let a signal-like bias pass as signal."""
+    template, per bin and signed: p(x_i), where p is a polynomial of ``degree`` in the bin centre x_i fitted by
+    weighted least squares to g_i / t_i - 1 (weights from both templates' statistical uncertainties), with the
+    fit's covariance propagated to every bin as eigen-variations. A smooth fit, not the per-bin differences:
+    those carry the truth template's own fluctuations, which an independent test sample would not repeat. It is
+    the usual HEP remedy when a model's own uncertainty does not cover its disagreement with an independent
+    reference; in the statistical model it is coherent (all bins move together), since a shared bias is, and
+    independent per-bin parameters would let a signal-like bias pass as signal."""
     g, t = template.yields, truth.yields
     ok = (t > 0) & (g > 0)
     r = np.divide(g, t, out=np.ones_like(g), where=ok) - 1.0
@@ -96,9 +122,43 @@ def nonclosure(template: Template, truth: Template, degree: int = 2) -> np.ndarr
     x = 0.5 * (template.edges[1:] + template.edges[:-1])
     deg = min(degree, int(ok.sum()) - 1)
     if deg < 0:
-        return np.zeros_like(g)
-    coef = np.polyfit(x[ok], r[ok], deg, w=1.0 / np.sqrt(var[ok]))
-    return np.polyval(coef, x)
+        return NonClosure(np.zeros_like(g), np.zeros((0, len(g))))
+    vander = np.vander(x, deg + 1)  # the column order of np.polyfit's coefficients
+    w = 1.0 / var[ok]
+    a = vander[ok]
+    cov = np.linalg.inv(a.T @ (a * w[:, None]))  # (A^T W A)^-1: the weights are the inverse variances
+    coef = cov @ (a.T @ (w * r[ok]))
+    lam, vec = np.linalg.eigh(0.5 * (cov + cov.T))
+    variations = (vander @ (vec * np.sqrt(np.maximum(lam, 0.0)))).T
+    return NonClosure(vander @ coef, variations[::-1])  # largest variation first
+
+
+def combine_nonclosures(fits: Sequence[NonClosure]) -> NonClosure:
+    """One non-closure from the fits of several templates against the same truth (the analysis seeds): the
+    median of their values per bin, and the mean of their bin covariances as eigen-variations (the fits share
+    the truth template's fluctuations, so their errors are not averaged down)."""
+    if not fits:
+        raise ValueError("no non-closure fits to combine")
+    values = np.median([f.values for f in fits], axis=0)
+    cov = np.mean([f.variations.T @ f.variations for f in fits], axis=0)
+    lam, vec = np.linalg.eigh(0.5 * (cov + cov.T))
+    keep = lam > 1e-12 * max(float(lam.max(initial=0.0)), 1e-300)
+    variations = (vec[:, keep] * np.sqrt(lam[keep])).T[::-1]
+    return NonClosure(values, variations)
+
+
+def nonclosure(template: Template, truth: Template, degree: int = 2) -> np.ndarray:
+    """The fitted non-closure p(x_i) per bin of :func:`nonclosure_fit` (relative, signed), without its errors."""
+    return nonclosure_fit(template, truth, degree).values
+
+
+def corrected(template: Template, correction: np.ndarray | None) -> Template:
+    """``template`` with every bin divided by 1 + ``correction`` (a measured relative non-closure, generated /
+    truth - 1): the generated template brought onto the truth; its statistical uncertainty scales alike."""
+    if correction is None:
+        return template
+    f = 1.0 / (1.0 + np.asarray(correction, dtype=float))
+    return dataclasses.replace(template, yields=template.yields * f, stat=template.stat * f)
 
 
 def _total(rel: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
@@ -106,29 +166,34 @@ def _total(rel: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
 
 
 def ensemble_pulls(templates: dict[str, Template], replicas: dict[str, Template], truth: Template,
-                   factor: float = 1.0, extra: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                   factor: float = 1.0, extra: np.ndarray | None = None,
+                   correction: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Pulls against ``truth`` of every analysis template (uncertainty from all replicas) and of every replica
     (uncertainty from the others, leave-one-out), with the relative ``extra`` uncertainty (e.g. a measured
-    :func:`nonclosure`) added in quadrature and the whole generator uncertainty scaled by ``factor``."""
+    :func:`nonclosure` or the error of a correction) added in quadrature and the whole generator uncertainty
+    scaled by ``factor``; every template first :func:`corrected` by ``correction`` if given."""
     out = {}
     spread = replica_spread(list(replicas.values()))
     for name, t in templates.items():
+        t = corrected(t, correction)
         out[name] = pulls(t, truth, factor * _total(spread.relative, extra) * t.yields)
     if len(replicas) >= 3:
         for name, t in replicas.items():
             others = replica_spread([r for k, r in replicas.items() if k != name])
+            t = corrected(t, correction)
             out[name] = pulls(t, truth, factor * _total(others.relative, extra) * t.yields)
     return out
 
 
 def inflation_factor(templates: dict[str, Template], replicas: dict[str, Template], truth: Template,
-                     target_rms: float = 1.0, max_factor: float = 100.0, extra: np.ndarray | None = None) -> float:
+                     target_rms: float = 1.0, max_factor: float = 100.0, extra: np.ndarray | None = None,
+                     correction: np.ndarray | None = None) -> float:
     """The factor (>= 1) by which the replica spread must be scaled for the pulls of :func:`ensemble_pulls`
     against ``truth`` to reach an RMS of ``target_rms``; 1 when they already do (the uncertainty is never scaled
     down), ``max_factor`` when no finite factor reaches it (bins without replica spread keep their pulls)."""
 
     def excess(f: float) -> float:
-        p = np.concatenate(list(ensemble_pulls(templates, replicas, truth, f, extra).values()))
+        p = np.concatenate(list(ensemble_pulls(templates, replicas, truth, f, extra, correction).values()))
         return float(np.sqrt(np.mean(p ** 2))) - target_rms
 
     if excess(1.0) <= 0:

@@ -188,6 +188,9 @@ def plot_truth_templates(results: dict, path: str | os.PathLike, title: str = ""
         hep.histplot(y, edges, ax=ax, lw=2, label=f"generated, seed {s} ({results['sizes'][-1]:,} events)")
         rax.errorbar(centres, y / t, yerr=np.asarray(tmpl["stat"]) / t, fmt="o", ms=4)
         if gu is not None:
+            if gu.get("correction") is not None:  # the band sits on the corrected template the fit uses
+                y = y / (1.0 + np.asarray(gu["correction"]))
+                rax.plot(centres, y / t, lw=1.5, ls="--", label=f"seed {s} corrected by the calibration non-closure")
             rel = np.asarray(gu["relative"]) * y / t
             rax.fill_between(edges, np.r_[y / t - rel, (y / t - rel)[-1]], np.r_[y / t + rel, (y / t + rel)[-1]],
                              step="post", alpha=0.25, label=f"generator unc. ({gu['construction']}, "
@@ -214,7 +217,8 @@ def plot_truth_templates(results: dict, path: str | os.PathLike, title: str = ""
 def plot_spurious(results: dict, path: str | os.PathLike, title: str = "") -> list[Path]:
     """Spurious signal against the truth test template: mu_hat / sigma against the number of generated events,
     without and with the generator uncertainty in the model (median over seeds, each seed thin), the simulated
-    template at its own size, and the pass band of +-``max_sigma``; one panel per systematic size."""
+    template at its own size, and the pass band of +-``max_sigma``; one panel per systematic size; beside the
+    largest size, the mean and RMS of the spurious signal over further calibration/test splits of the truth."""
     sp = results["spurious"]
     systs = list(results["simulated"])
     sizes = np.asarray(results["sizes"])
@@ -230,6 +234,10 @@ def plot_spurious(results: dict, path: str | os.PathLike, title: str = "") -> li
             for row in z:
                 ax.plot(sizes, row, lw=0.7, ls=":", color=colour)
             ax.plot(sizes, np.median(z, axis=0), lw=2, color=colour, label=label)
+        splits = sp.get("splits")
+        if splits and float(k) == splits["background_systematic"]:
+            ax.errorbar([sizes[-1] * 1.25], [splits["mean"]], yerr=[splits["rms"]], fmt="D", color="navy", ms=8,
+                        capsize=5, label=f"{len(splits['z'])} further truth splits: mean ± RMS")
         sim = sp["simulated"][k]
         ax.plot([results["simulated_events"]], [sim["z"]], "s", color="black", ms=9, label="simulated template")
         ax.axhline(0, color="black", lw=1)

@@ -60,9 +60,11 @@ def build_workspace(signal: Sequence[float], background: Sequence[float],
             modifier ``generator_bin<i>`` per bin (Gaussian constraint, symmetric, acting on bin i only), so
             every bin's generator uncertainty is an independent nuisance parameter next to the staterror;
             ``None`` for none. At most 100 % of the bin.
-        generator_shape: absolute shift of each background bin under a coherent generator systematic (the
-            non-closure shape measured against independent simulation): one ``histosys`` modifier
-            ``generator_shape`` moving every bin together (Gaussian constraint, symmetric); ``None`` for none.
+        generator_shape: absolute shift of each background bin under a coherent generator systematic (e.g.
+            the statistical uncertainty of a non-closure correction measured against independent simulation):
+            one ``histosys`` modifier ``generator_shape`` moving every bin together (Gaussian constraint,
+            symmetric); a 2-D array (one row per shape) gives several independent ones, ``generator_shape``,
+            ``generator_shape1``, ...; ``None`` for none.
         observations: the observed data per bin; default: the background-only Asimov data (the background
             template). The spurious-signal test puts an independent simulated template here.
     """
@@ -104,11 +106,14 @@ def build_workspace(signal: Sequence[float], background: Sequence[float],
             bkg_mods.append({"name": f"generator_bin{i}", "type": "histosys",
                              "data": {"hi_data": hi.tolist(), "lo_data": lo.tolist()}})
     if generator_shape is not None:
-        shape = np.asarray(generator_shape, dtype=float)
-        if shape.shape != b.shape or np.any(~np.isfinite(shape)) or np.any(np.abs(shape) >= b):
-            raise StatisticsError(f"{name}: the generator shape must be finite, one per bin, smaller than the bin")
-        if np.any(shape != 0):
-            bkg_mods.append({"name": "generator_shape", "type": "histosys",
+        shapes = np.asarray(generator_shape, dtype=float)
+        shapes = shapes[None, :] if shapes.ndim == 1 else shapes
+        if (shapes.ndim != 2 or shapes.shape[1:] != b.shape or np.any(~np.isfinite(shapes))
+                or np.any(np.abs(shapes) >= b)):
+            raise StatisticsError(f"{name}: each generator shape must be finite, one value per bin, smaller than "
+                                  "the bin")
+        for j, shape in enumerate(sh for sh in shapes if np.any(sh != 0)):
+            bkg_mods.append({"name": _shape_name(j), "type": "histosys",
                              "data": {"hi_data": (b + shape).tolist(), "lo_data": (b - shape).tolist()}})
     if background_syst > 0:
         bkg_mods.append({"name": "bkg_norm", "type": "normsys",
@@ -131,6 +136,11 @@ def build_workspace(signal: Sequence[float], background: Sequence[float],
     }
 
 
+def _shape_name(j: int) -> str:
+    """Name of the j-th coherent generator shape modifier (the first keeps the historical name)."""
+    return "generator_shape" if j == 0 else f"generator_shape{j}"
+
+
 def _checked_observations(observations: Sequence[float], b: np.ndarray, name: str) -> np.ndarray:
     obs = np.asarray(observations, dtype=float)
     if obs.shape != b.shape or np.any(~np.isfinite(obs)) or np.any(obs < 0):
@@ -151,7 +161,7 @@ class ChannelModel:
     lumi_bounds: tuple[float, float] = (0.0, 10.0)
     gen_rel: np.ndarray | None = None  # relative generator uncertainty per bin (histosys generator_bin<i>)
     observed: np.ndarray | None = None  # the workspace's observations
-    shape: np.ndarray | None = None  # absolute shift of the coherent histosys generator_shape
+    shape: np.ndarray | None = None  # absolute shifts of the coherent histosys generator_shape[j], (shapes, bins)
 
     @classmethod
     def from_workspace(cls, workspace: Mapping[str, Any]) -> "ChannelModel":
@@ -170,7 +180,8 @@ class ChannelModel:
                 raise StatisticsError(f"{name}: parameter of interest 'mu' expected")
             sig = np.asarray(samples["signal"]["data"], dtype=float)
             bkg = np.asarray(samples["background"]["data"], dtype=float)
-            stat_rel, syst, lumi, shape = None, None, None, None
+            stat_rel, syst, lumi = None, None, None
+            shapes: dict[str, np.ndarray] = {}
             gen_rel = np.zeros_like(bkg)
             types = {m["type"] for m in samples["signal"]["modifiers"]}
             if not types <= {"normfactor", "lumi"} or "normfactor" not in types:
@@ -180,13 +191,13 @@ class ChannelModel:
                     stat_rel = np.asarray(mod["data"], dtype=float) / bkg
                 elif mod["type"] == "normsys":
                     syst = (float(mod["data"]["hi"]), float(mod["data"]["lo"]))
-                elif mod["type"] == "histosys" and mod["name"] == "generator_shape":
+                elif mod["type"] == "histosys" and mod["name"].startswith("generator_shape"):
                     hi = np.asarray(mod["data"]["hi_data"], dtype=float) - bkg
                     lo = bkg - np.asarray(mod["data"]["lo_data"], dtype=float)
                     if not np.allclose(hi, lo, rtol=1e-9, atol=1e-12 * bkg.max()):
-                        raise StatisticsError(f"{name}: histosys 'generator_shape' must be symmetric; use "
+                        raise StatisticsError(f"{name}: histosys {mod['name']!r} must be symmetric; use "
                                               "pyhf_expected_limits")
-                    shape = hi
+                    shapes[mod["name"]] = hi
                 elif mod["type"] == "histosys" and mod["name"].startswith("generator_bin"):
                     i = int(mod["name"][len("generator_bin"):])
                     hi = np.asarray(mod["data"]["hi_data"], dtype=float) - bkg
@@ -208,6 +219,9 @@ class ChannelModel:
             observed = np.asarray(workspace["observations"][0]["data"], dtype=float)
             if observed.shape != bkg.shape:
                 raise StatisticsError(f"{name}: {len(observed)} observations for {len(bkg)} bins")
+            if shapes and set(shapes) != {_shape_name(j) for j in range(len(shapes))}:
+                raise StatisticsError(f"{name}: generator shapes {sorted(shapes)} are not numbered 0..n-1")
+            shape = np.stack([shapes[_shape_name(j)] for j in range(len(shapes))]) if shapes else None
         except (KeyError, IndexError, TypeError, ValueError) as e:
             if isinstance(e, StatisticsError):
                 raise
@@ -290,12 +304,15 @@ class ChannelModel:
         if self.syst is not None:
             theta, i = float(glob[i]), i + 1
         if self.shape is not None:
-            shape, i = float(glob[i]), i + 1
+            k = len(self.shape)
+            shape, i = np.asarray(glob[i:i + k], dtype=float), i + k
         if self.lumi_sigma is not None:
             lumi = float(glob[i])
         kappa, dlnk = self._kappa(theta) if theta is not None else (1.0, 0.0)
         L = lumi if lumi is not None else 1.0
-        nominal = self.background if shape is None else self.background + shape * self.shape
+        nominal = self.background if shape is None else self.background + shape @ self.shape
+        if np.any(nominal <= 0):  # several shapes together emptied a bin: outside the model, the step backs off
+            return math.inf, np.zeros(len(glob))
         a = L * kappa * nominal
         c = L * mu * self.signal
         gen = None if self.gen_rel is None else self.gen_rel * self.background / nominal
@@ -312,9 +329,10 @@ class ChannelModel:
             nll += 0.5 * theta * theta
             grad.append(float(np.sum(w * a * gamma)) * dlnk + theta)
         if shape is not None:
-            nll += 0.5 * shape * shape
-            # the shape is additive inside the staterror gamma: d lambda / d shape = L kappa gamma_stat shape_i
-            grad.append(float(np.sum(w * L * kappa * self.shape * stat_gamma)) + shape)
+            nll += 0.5 * float(shape @ shape)
+            # the shapes are additive inside the staterror gamma: d lambda_i / d shape_j = L kappa gamma_stat,i
+            # shape_j,i
+            grad.extend((self.shape @ (w * L * kappa * stat_gamma) + shape).tolist())
         if lumi is not None:
             nll += (lumi - 1.0) ** 2 / (2 * self.lumi_sigma ** 2)
             grad.append(float(np.sum(w * lam)) / L + (lumi - 1.0) / self.lumi_sigma ** 2)
@@ -330,9 +348,11 @@ class ChannelModel:
             glob0.append(0.0)
             bounds.append((-5.0, 5.0))
         if self.shape is not None:
-            glob0.append(0.0)
-            limit = float(np.min(self.background / np.maximum(np.abs(self.shape), 1e-300)))
-            bounds.append((-min(5.0, 0.99 * limit), min(5.0, 0.99 * limit)))
+            # every shape alone keeps every bin positive within its bounds
+            for sh in self.shape:
+                limit = float(np.min(self.background / np.maximum(np.abs(sh), 1e-300)))
+                glob0.append(0.0)
+                bounds.append((-min(5.0, 0.99 * limit), min(5.0, 0.99 * limit)))
         if self.lumi_sigma is not None:
             glob0.append(1.0)
             bounds.append(self.lumi_bounds)
@@ -361,8 +381,8 @@ class ChannelModel:
     @functools.cached_property
     def asimov_minimum(self) -> float:
         """NLL of the background-only Asimov data at its unconditional minimum, the nominal point."""
-        nominal = [0.0] * (self.syst is not None) + [0.0] * (self.shape is not None) + [1.0] * (
-            self.lumi_sigma is not None)
+        nominal = [0.0] * (self.syst is not None) + [0.0] * (0 if self.shape is None else len(self.shape)) + [
+            1.0] * (self.lumi_sigma is not None)
         return self._nll_and_grad(np.asarray(nominal), 0.0, self.background)[0]
 
     def sqrt_qtilde_asimov(self, mu: float, start: np.ndarray | None = None) -> tuple[float, np.ndarray]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.generator_uncertainty import amplification, ensemble_pulls, inflation_factor, nonclosure, pull_summary, \
+from analysis.generator_uncertainty import amplification, combine_nonclosures, corrected, ensemble_pulls, inflation_factor, \
+    nonclosure, nonclosure_fit, pull_summary, \
     replica_spread
 from analysis.statistics import build_workspace, fit_signal_strength
 from analysis.templates import make_template, scaled_weights
@@ -110,3 +111,54 @@ def test_nonclosure_finds_a_smooth_bias_and_nothing_where_there_is_none():
     biased = _template(rng, 1_000_000, scale_top=0.88)
     nc = nonclosure(biased, truth)
     assert nc[-1] < -0.06 and abs(nc[0]) < 0.04  # the deficit where the signal is, little at low score
+
+
+def _poisson_template(rng, n, deficit=0.0, total=Y):
+    """A template of Poisson(n) events of fixed weight (independent bins), optionally with a smooth deficit
+    growing quadratically to ``deficit`` at score 1 (a generator short where the signal is)."""
+    x = _scores(rng, rng.poisson(n))
+    w = np.full(len(x), total / n) * (1.0 - deficit * np.clip((x - 0.5) / 0.5, 0, None) ** 2)
+    return make_template(x, w, EDGES)
+
+
+def test_nonclosure_fit_error_is_the_spread_of_repeated_fits():
+    """The fit's eigen-variations give the standard deviation of the fitted non-closure over independent truth
+    samples (the calibration part's own fluctuations), bin by bin, within the precision of 300 repetitions."""
+    rng = np.random.default_rng(11)
+    generated = _poisson_template(rng, 3_000_000, deficit=0.15)
+    fits = [nonclosure_fit(generated, _poisson_template(rng, 60_000)) for _ in range(300)]
+    values = np.stack([f.values for f in fits])
+    predicted = np.median([f.fit_error for f in fits], axis=0)
+    assert fits[0].variations.shape == (3, len(EDGES) - 1)  # quadratic: three eigen-variations
+    np.testing.assert_allclose(values.std(axis=0, ddof=1), predicted, rtol=0.15)
+    assert values.mean(axis=0)[-1] == pytest.approx(-0.15 * 0.95 ** 2, abs=0.01)  # the deficit where it is
+    combined = combine_nonclosures(fits[:3])
+    np.testing.assert_allclose(combined.fit_error, np.mean([f.fit_error ** 2 for f in fits[:3]], axis=0) ** 0.5,
+                               rtol=1e-9)
+
+
+def test_correcting_the_nonclosure_removes_the_spurious_signal_that_a_shape_uncertainty_lets_through():
+    """A generator up to 15 % short where the signal is, calibrated on one truth sample and tested on another:
+    with the non-closure only as a constrained shape uncertainty of its full size the fit pulls part of the
+    deficit into mu (a positive spurious signal); with the template corrected and the correction's fit error as
+    coherent variations the spurious signal is zero within its error (20 independent truth pairs)."""
+    rng = np.random.default_rng(12)
+    total = 400_000  # expected background; the test part is pseudo-data of unit weight (its noise is the fit's)
+    x_sig = rng.beta(6.0, 1.2, 100_000)
+    signal = make_template(x_sig, np.full(len(x_sig), 250.0 / len(x_sig)), EDGES).yields
+    z_shape, z_corr = [], []
+    for trial in range(20):
+        gen = _poisson_template(rng, 800_000, deficit=0.15, total=total)
+        cal, test = _poisson_template(rng, 120_000, total=total), _poisson_template(rng, total, total=total)
+        fit = nonclosure_fit(gen, cal)
+        ws = build_workspace(signal, gen.yields, gen.stat, 0.0, generator_uncertainty=0.003 * gen.yields,
+                             generator_shape=fit.values * gen.yields, observations=test.yields)
+        z_shape.append(fit_signal_strength(ws).significance)
+        cg = corrected(gen, fit.values)
+        ws = build_workspace(signal, cg.yields, cg.stat, 0.0, generator_uncertainty=0.003 * cg.yields,
+                             generator_shape=fit.variations / (1.0 + fit.values) * cg.yields,
+                             observations=test.yields)
+        z_corr.append(fit_signal_strength(ws).significance)
+    # measured (seed 12): shape only mean +1.06, corrected mean +0.20 with RMS 0.84
+    assert np.mean(z_shape) - np.mean(z_corr) > 0.5  # the leak the correction removes: the test can fail
+    assert abs(np.mean(z_corr)) < 0.5 and np.sqrt(np.mean(np.square(z_corr))) < 1.3

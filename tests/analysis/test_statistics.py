@@ -161,3 +161,34 @@ def test_coherent_generator_shape_agrees_with_pyhf():
     assert fit.mu_hat == pytest.approx(mu, abs=5e-3 * fit.error)
     assert fit.error_up == pytest.approx(up, rel=5e-3)
     assert observed_limit(ws, fit=fit) == pytest.approx(pyhf_observed_limit(ws), rel=0.01)
+
+
+@pytest.mark.slow
+def test_several_coherent_shapes_agree_with_pyhf():
+    """Three independent coherent shapes (the eigen-variations of a fitted non-closure correction) beside the
+    per-bin generator uncertainties, the staterror and the normalisation: expected limits, the fit to data with
+    a deficit where the signal is, and the observed limit against pyhf; each shape is its own parameter."""
+    shapes = BKG * np.array([[0.01, 0.01, 0.02, 0.03], [-0.02, 0.0, 0.01, 0.04], [0.0, 0.005, -0.01, 0.02]])
+    ws = build_workspace(SIG, BKG, 0.05 * BKG, 0.1, name="shapes", generator_uncertainty=0.03 * BKG,
+                         generator_shape=shapes)
+    pars = pyhf.Workspace(ws).model().config.par_order
+    assert {"generator_shape", "generator_shape1", "generator_shape2"} <= set(pars)
+    assert ChannelModel.from_workspace(ws).shape.shape == (3, 4)
+    fast, ref = expected_limits(ws), pyhf_expected_limits(ws)
+    for k in ref:
+        assert fast[k] == pytest.approx(ref[k], rel=0.005), k
+    obs = BKG * np.array([0.99, 1.02, 1.06, 1.1])
+    ws = build_workspace(SIG, BKG, 0.05 * BKG, 0.1, name="shapes_obs", generator_uncertainty=0.03 * BKG,
+                         generator_shape=shapes, observations=obs)
+    fit = fit_signal_strength(ws)
+    mu, down, up = pyhf_signal_fit(ws)
+    assert fit.mu_hat == pytest.approx(mu, abs=5e-3 * fit.error)
+    assert fit.error_up == pytest.approx(up, rel=5e-3)
+    assert observed_limit(ws, fit=fit) == pytest.approx(pyhf_observed_limit(ws), rel=0.01)
+
+
+def test_generator_shapes_must_be_numbered_without_gaps():
+    ws = build_workspace(SIG, BKG, 0.05 * BKG, name="gap", generator_shape=np.stack([0.01 * BKG, 0.02 * BKG]))
+    ws["channels"][0]["samples"][1]["modifiers"][-1]["name"] = "generator_shape7"
+    with pytest.raises(StatisticsError, match="numbered"):
+        ChannelModel.from_workspace(ws)

@@ -36,7 +36,7 @@ def analysis_config(env, tmp_path_factory):  # noqa: F811
                         "transformer": {"dim": 16, "heads": 2, "layers": 1, "epochs": 3, "batch_size": 256}}
     d["limits"] = {"n_bins": 10, "min_count": 10, "background_systematics": [0.0, 0.1],
                    "generated_sizes": {"min": 2000, "max": 20_000, "points": 4}, "luminosities_fb": [30.0, 300.0],
-                   "closure_splits": 8, "spurious_bootstraps": 5}
+                   "closure_splits": 8, "spurious_bootstraps": 5, "spurious_splits": 3}
     d["truth"] = {"factor": 4}
     d["fidelity"] = {"train_sizes": [1000, 2000, 4000], "test_size": 2000, "group_size": 2000}
     d["regression"] = {"applications": ["neutrino", "bjet"], "train_factor": 1, "samples": 32,
@@ -293,6 +293,14 @@ def test_independent_test_against_truth(env, ran):  # noqa: F811
     for b in ref:
         assert fast[b] == pytest.approx(ref[b], rel=0.01), b
     assert fast["0"] == pytest.approx(res["generated_unc"]["0.1"]["per_seed"]["1"][-1]["0"], rel=1e-6)
+    if gu["correction"] is not None:  # the fit sees the generated template corrected by the non-closure
+        bkg = np.asarray(ws["channels"][0]["samples"][1]["data"])
+        largest = np.asarray(res["templates"]["generated"]["1"]["yields"])
+        assert bkg == pytest.approx(largest / (1.0 + np.asarray(gu["correction"])), rel=1e-9)
+    splits = sp["splits"]  # the spurious signal over further truth splits, recalibrated on each
+    assert len(splits["z"]) == len(splits["inflation"]) == 3 and splits["construction"] == gu["construction"]
+    assert splits["rms"] == pytest.approx(float(np.sqrt(np.mean(np.square(splits["z"])))))
+    assert min(splits["inflation"]) >= 1.0
     spur = json.loads((ws_dir / f"spurious_generated_s1_n{res['sizes'][-1]}_syst0.1.json").read_text())
     assert spur["observations"][0]["data"] == pytest.approx(res["truth"]["test_template"]["yields"])
     assert fit_signal_strength(spur).mu_hat == pytest.approx(sp["generated"]["0.1"]["1"][-1]["mu_hat"], abs=1e-4)
