@@ -23,37 +23,90 @@ from models.fit import fit_generator, generator_columns, ordered_columns, write_
 from models.registry import hyperparameters
 from models.io import load_generator, save_generator
 from models.training import NonFiniteLossError, TrainSettings
-from workflow.base import AnalysisTask, AnalysisWorkflow, FeatureSetMixin
+from workflow.base import AnalysisTask, AnalysisWorkflow, FeatureSetMixin, SampleSetMixin
 from workflow.skim import Skim, SkimSummary
 from analysis.skim import merge_cutflows
 
 
+class FlowTask(AnalysisTask):
+    """Parameters shared by the flow stages: where to run, not what is computed (outputs do not depend on them)."""
+
+    device = luigi.Parameter(default="cpu", significant=False, description="torch device: cpu or cuda")
+    threads = luigi.IntParameter(default=0, significant=False, description="torch CPU threads (0: default)")
+
+
 class RegressedFeatures:
-    """For the tasks that write feature ntuples (:class:`PartitionEvents`, :class:`TruthSample`): with
-    ``--features regressed`` the trained nu-Flows and b-jet models (first regression seed) that
-    :func:`analysis.feed.regressed_columns` recomputes the high-level masses with."""
+    """For the tasks that write feature ntuples with ``--features regressed``: the trained nu-Flows and b-jet
+    models (first regression seed) that :func:`analysis.feed.regressed_columns` recomputes the high-level masses
+    with, and the inference itself (:class:`RegressEvents`, one branch per skimmed file)."""
 
     def regression_models(self) -> dict:
         from workflow.regression import TrainRegression  # the regression stages import this module
-        if not self.regressed:
-            return {}
         train = TrainRegression.req(self)
         seed = self.analysis_config.regression.seeds[0]
         return {d["application"]: TrainRegression.req(self, branch=b) for b, d in train.create_branch_map().items()
                 if d["method"] == "flow" and d["seed"] == seed}
 
-    def feed(self, columns: dict, files: list[str], what: str) -> dict:
-        """``columns`` (read from the skimmed ``files``) as the analysis uses them: unchanged for the standard
-        features, with the regressed masses for ``--features regressed``."""
-        if not self.regressed:
-            return columns
+    def regressed_by_sample(self, regress: "RegressEvents") -> dict[str, list[str]]:
+        """The regressed ntuples of the workflow ``regress`` by sample, in file order."""
+        branch_map = regress.get_branch_map()
+        grouped: dict[str, list[str]] = {}
+        for b, target in sorted(regress.output()["collection"].targets.items()):
+            grouped.setdefault(branch_map[b]["sample"], []).append(target.path)
+        return grouped
+
+
+class RegressEvents(RegressedFeatures, SampleSetMixin, FlowTask, AnalysisWorkflow):
+    """The feeding's inference (configurations with ``regression.feed``): one branch per skimmed file (of the
+    configured samples, or with ``--truth`` of the truth samples), each the file's flat ntuple with the
+    high-level masses of :data:`analysis.feed.REGRESSED_FEATURES` recomputed with the regressed neutrino (mode of
+    ``regression.feed_draws`` posterior draws) and b-jet momenta (:mod:`analysis.feed`), from the file's own
+    object-level columns. Branches run in parallel (``--workers``) or as HTCondor jobs like every branched
+    stage; the draws of each file are seeded by the first regression seed, the sample and the file index.
+    Output per branch: ``<sample>_<index>.root`` (the skim's metadata, ``features: regressed``)."""
+
+    truth = luigi.BoolParameter(default=False, description="regress the truth samples' files instead of the "
+                                "configured samples'; default: false")
+    regression = False  # the regressions' own training samples are never fed back
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.analysis_config.regression.feed:
+            raise SystemExit(f"hepflows: {self.task_family}: needs a configuration with regression.feed: true "
+                             f"({self.config_name!r} has none)")
+
+    def create_branch_map(self):
+        return Skim.req(self, truth=self.truth).get_branch_map()
+
+    def workflow_requires(self):
+        reqs = super().workflow_requires()
+        reqs["skim"] = Skim.req(self, truth=self.truth)
+        reqs["regression"] = self.regression_models()
+        return reqs
+
+    def requires(self):
+        return {"skim": Skim.req(self, truth=self.truth, branch=self.branch), "regression": self.regression_models()}
+
+    def store_parts(self) -> tuple[str, ...]:
+        return super().store_parts() + (("truth",) if self.truth else ())
+
+    def output(self):
+        d = self.branch_data
+        return self.local_target(f"{d['sample']}_{d['index']}.root")
+
+    def run(self):
         from models.io import load_conditional
-        r = self.analysis_config.regression
+        r, d = self.analysis_config.regression, self.branch_data
+        path = self.input()["skim"]["ntuple"].path
+        cols = read_ntuples([path], optional=OPTIONAL_COLUMNS)
+        what = f"{d['sample']} {d['index']}"
         fits = {a: load_conditional(t["model"].path)[0] for a, t in self.input()["regression"].items()}
-        self.publish_message(f"{what}: regressing the neutrino and b jets of {len(columns['weight']):,} events")
-        return regressed_columns(columns, read_objects(files), fits, r.feed_draws, r.seeds[0],
-                                 device=getattr(self, "device", "cpu"), what=what,
-                                 progress=self.progress_callback(f"{what}: regressed "))
+        self.publish_message(f"{what}: regressing the neutrino and b jets of {len(cols['weight']):,} events")
+        seed = int(np.random.SeedSequence([r.seeds[0], zlib.crc32(d["sample"].encode()), d["index"]])
+                   .generate_state(1)[0] % 2**31)
+        cols = regressed_columns(cols, read_objects([path]), fits, r.feed_draws, seed, device=self.device,
+                                 what=what, progress=self.progress_callback(f"{what}: regressed "))
+        write_ntuple(self.output().path, cols, {**read_metadata(path), "features": "regressed"})
 
 
 class PartitionEvents(RegressedFeatures, FeatureSetMixin, AnalysisTask):
@@ -61,8 +114,8 @@ class PartitionEvents(RegressedFeatures, FeatureSetMixin, AnalysisTask):
     (fractions from the configuration, seeded by the configuration's seed and the sample name).
 
     Weights in each partition are scaled so that every partition carries the sample's full expected yield.
-    With ``--features regressed`` the high-level masses are first recomputed with the regressed neutrino and b
-    jets (:mod:`analysis.feed`). Outputs: ``<sample>_<partition>.root`` and ``partition.json`` with the sizes and
+    With ``--features regressed`` the events are those of :class:`RegressEvents` (high-level masses recomputed
+    with the regressed neutrino and b jets, :mod:`analysis.feed`). Outputs: ``<sample>_<partition>.root`` and ``partition.json`` with the sizes and
     yields.
     """
 
@@ -70,7 +123,7 @@ class PartitionEvents(RegressedFeatures, FeatureSetMixin, AnalysisTask):
         # the summary too: its cutflow and plots belong to every run, and it stops on an empty sample
         reqs = {"skim": Skim.req(self), "summary": SkimSummary.req(self)}
         if self.regressed:
-            reqs["regression"] = self.regression_models()
+            reqs["regressed"] = RegressEvents.req(self)
         return reqs
 
     def output(self):
@@ -85,16 +138,19 @@ class PartitionEvents(RegressedFeatures, FeatureSetMixin, AnalysisTask):
         cfg = self.analysis_config
         out = self.output()
         report, figure = {}, {}
+        regressed = self.regressed_by_sample(self.requires()["regressed"]) if self.regressed else {}
         for sample, outputs in self.requires()["skim"].outputs_by_sample().items():
             files = [t["ntuple"].path for t in outputs]
-            cols = read_ntuples(files, optional=OPTIONAL_COLUMNS,
+            cols = read_ntuples(regressed.get(sample, files), optional=OPTIONAL_COLUMNS,
                                 expect={"sample": sample, "label": cfg.sample(sample).label})
             n = len(cols["label"])
             if n == 0:
                 raise InputError(f"sample {sample!r}: no skimmed events to partition")
             if self.regressed:
-                standard = cols
-                cols = self.feed(cols, files, f"sample {sample!r}")
+                standard = read_ntuples(files, optional=OPTIONAL_COLUMNS)
+                if len(standard["weight"]) != n:
+                    raise InputError(f"sample {sample!r}: {n} regressed events but {len(standard['weight'])} "
+                                     "skimmed; rerun RegressEvents")
                 keep = slice(0, 100_000)
                 figure[f"{sample}"] = ({k: v[keep] for k, v in standard.items()},
                                        {k: v[keep] for k, v in cols.items()}, np.abs(cols["weight"][keep]))
@@ -142,14 +198,14 @@ class TruthSample(RegressedFeatures, FeatureSetMixin, AnalysisTask):
     sets the binning, so statements against it are weaker (the report says so).
 
     Output ``truth.json``: the ntuple files, what they are (``source``), events generated and selected, and the
-    expected yield. With ``--features regressed`` the truth files are first rewritten with the regressed
-    high-level masses (:mod:`analysis.feed`, the same models as every other sample) to ``ntuples/`` beside it.
+    expected yield. With ``--features regressed`` the files are those of :class:`RegressEvents` ``--truth`` (the
+    regressed high-level masses, the same models as every other sample).
     """
 
     def requires(self):
         reqs = {"skim": Skim.req(self, truth=True), "partition": PartitionEvents.req(self)}
-        if self.regressed:
-            reqs["regression"] = self.regression_models()
+        if self.regressed and self.analysis_config.truth_samples:
+            reqs["regressed"] = RegressEvents.req(self, truth=True)
         return reqs
 
     def output(self):
@@ -159,9 +215,11 @@ class TruthSample(RegressedFeatures, FeatureSetMixin, AnalysisTask):
         cfg = self.analysis_config
         by_sample = self.requires()["skim"].outputs_by_sample()
         if cfg.truth_samples:
-            files = [t["ntuple"].path for s in cfg.truth_samples for t in by_sample[s]]
             if self.regressed:
-                files = self._regressed_files(files)
+                regressed = self.regressed_by_sample(self.requires()["regressed"])
+                files = [f for s in cfg.truth_samples for f in regressed[s]]
+            else:
+                files = [t["ntuple"].path for s in cfg.truth_samples for t in by_sample[s]]
             cutflow = merge_cutflows([t["cutflow"].load(formatter="json")["cutflow"]
                                       for s in cfg.truth_samples for t in by_sample[s]])
             source = "independent simulation"
@@ -176,30 +234,6 @@ class TruthSample(RegressedFeatures, FeatureSetMixin, AnalysisTask):
                                         "expected_yield": float(cols["weight"].sum()), "cutflow": cutflow})
         self.publish_message(f"truth sample ({source}): {n:,} selected events")
 
-    def _regressed_files(self, files: list[str]) -> list[str]:
-        out = []
-        for i, path in enumerate(files):
-            cols = read_ntuples([path], optional=OPTIONAL_COLUMNS)
-            cols = self.feed(cols, [path], f"truth file {i + 1}/{len(files)}")
-            target = self.local_path("ntuples", os.path.basename(path))
-            meta = {**read_metadata(path), "features": self.features}
-            write_ntuple(target, cols, meta)
-            out.append(target)
-        return out
-
-    def _complete_here(self) -> bool:
-        """With ``--features regressed`` the rewritten ntuples are outputs too: a vanished one makes the task out of
-        date (it is written again), as a vanished ``truth.json`` would."""
-        if not super()._complete_here():
-            return False
-        if not self.regressed:
-            return True
-        try:
-            files = self.output().load(formatter="json")["files"]
-        except Exception:  # unreadable: out of date, written again
-            return False
-        return all(os.path.isfile(f) for f in files)
-
     def files(self) -> tuple[list[str], str]:
         """(ntuple files, source) of the truth sample."""
         info = self.output().load(formatter="json")
@@ -211,13 +245,6 @@ def flow_tag(branch_data: dict) -> str:
     replica (trained on a resample of the train partition)."""
     kind = "boot" if branch_data.get("bootstrap") else "s"
     return f"{branch_data['model']}_{kind}{branch_data['seed']}"
-
-
-class FlowTask(AnalysisTask):
-    """Parameters shared by the flow stages: where to run, not what is computed (outputs do not depend on them)."""
-
-    device = luigi.Parameter(default="cpu", significant=False, description="torch device: cpu or cuda")
-    threads = luigi.IntParameter(default=0, significant=False, description="torch CPU threads (0: default)")
 
 
 class TrainFlow(FeatureSetMixin, FlowTask, AnalysisWorkflow):

@@ -125,12 +125,16 @@ def test_vanished_input_is_redone(env, analysis_config, ran):  # noqa: F811
 
 
 def test_vanished_regressed_truth_ntuple_is_written_again(env, analysis_config, ran):  # noqa: F811
-    """The regressed truth sample's rewritten ntuples are outputs: one vanished makes TruthSample out of date."""
+    """The regressed truth ntuples are RegressEvents branch outputs: one vanished is written again by its
+    branch alone, and TruthSample, which reads it, is out of date and rerun."""
     info = store(env, "TruthSample", "tinyana", "v1", "regressed", "truth.json")
-    victim = json.loads(info.read_text())["files"][0]
+    files = json.loads(info.read_text())["files"]
+    victim, other = files[0], files[-1]
+    before, other_before = info.stat().st_mtime, os.stat(other).st_mtime
     os.unlink(victim)
     law(env, "TruthSample", *RUN, "--config", analysis_config, "--features", "regressed")
     assert os.path.isfile(victim) and json.loads(info.read_text())["files"][0] == victim
+    assert info.stat().st_mtime > before and os.stat(other).st_mtime == other_before
 
 
 def test_regressions_trained_on_their_own_samples_evaluated_and_reported(env, ran):  # noqa: F811
@@ -190,11 +194,16 @@ def test_regressed_features_feed_the_whole_analysis(env, ran):  # noqa: F811
                 np.testing.assert_array_equal(std[k], reg[k], err_msg=k)
         assert np.mean(std["m_lv"] == np.float32(M_W)) > 0.5 and np.mean(reg["m_lv"] == np.float32(M_W)) < 0.01
     assert (part / "regressed" / "masses.png").stat().st_size > 1000
+    # the inference ran as a branched workflow, one regressed ntuple per skimmed file of every sample
+    skimmed = sorted(p.name for p in store(env, "Skim", "tinyana", "v1").glob("*.root")
+                     if p.name.startswith(("background_", "signal_")) and "regression" not in p.name
+                     and "truth" not in p.name)
+    assert sorted(p.name for p in store(env, "RegressEvents", "tinyana", "v1").glob("*.root")) == skimmed
 
     truth = json.loads(store(env, "TruthSample", "tinyana", "v1", "truth.json").read_text())
     reg_truth = json.loads(store(env, "TruthSample", "tinyana", "v1", "regressed", "truth.json").read_text())
     assert reg_truth["selected"] == truth["selected"] and len(reg_truth["files"]) == len(truth["files"])
-    assert all("/regressed/ntuples/" in f for f in reg_truth["files"])
+    assert all("/RegressEvents/" in f and "/truth/" in f for f in reg_truth["files"])  # one branch per file
     a, b = read_ntuples(truth["files"][:1]), read_ntuples(reg_truth["files"][:1])
     np.testing.assert_array_equal(a["jet1_pt"], b["jet1_pt"])
     assert np.mean(a["m_bb"] != b["m_bb"]) > 0.9
