@@ -15,7 +15,8 @@ from .plotting import plt, save_figure, hep
 from . import bjet, neutrino
 
 _LABELS = {"w_mass": "W-mass solution", "dnn": "feed-forward (Huber)", "flow_sample": "flow, one sample",
-           "flow_mode": "flow, mode", "flow_median": "flow, median", "truth": "true neutrino", "none": "no correction"}
+           "flow_mode": "flow, mode", "flow_median": "flow, median",
+           "flow_recalibrated": "flow, recalibrated quantiles", "truth": "true neutrino", "none": "no correction"}
 
 
 def _save(fig, directory, name: str) -> list[Path]:

@@ -159,12 +159,13 @@ class EvaluateRegression(RegressionData, FlowTask, AnalysisWorkflow):
         reqs = super().workflow_requires()
         reqs["models"] = TrainRegression.req(self)
         reqs["skim"] = Skim.req(self)
+        reqs["training"] = self.training_skim()
         return reqs
 
     def requires(self):
         train = TrainRegression.req(self)
         bmap = train.create_branch_map()
-        return {"skim": Skim.req(self, branch=-1),
+        return {"skim": Skim.req(self, branch=-1), "training": self.training_skim(),
                 "models": {f"{d['method']}_{d['seed']}": TrainRegression.req(self, branch=b)
                            for b, d in bmap.items() if d["application"] == self.branch_data}}
 
@@ -203,7 +204,8 @@ class EvaluateRegression(RegressionData, FlowTask, AnalysisWorkflow):
                 n_rows = len(context[0])
                 examples[seed] = {"objects": objects, "draws": draws, "estimates": estimates}
             else:
-                predictions: dict = {"dnn": {}, "flow_median": {}}
+                predictions: dict = {"dnn": {}, "flow_median": {}, "flow_recalibrated": {}}
+                recal = self._recalibration(flow, seed)
                 n_rows = 0
                 for s, objects in reference.items():
                     _, context = app.regression_data(objects)
@@ -211,6 +213,10 @@ class EvaluateRegression(RegressionData, FlowTask, AnalysisWorkflow):
                     draws, _ = sample_posterior(flow, context, r.samples, seed=seed, device=self.device)
                     q = np.quantile(draws[..., 0], [0.5, 0.16, 0.25, 0.75, 0.84], axis=0)
                     predictions["flow_median"][s] = dict(zip(("response", "q16", "q25", "q75", "q84"), q))
+                    reco_pt = np.asarray(objects["obj_jet_pt"], np.float64)[bjet.b_jets(objects)]
+                    qc = recal.quantiles(draws[..., 0], reco_pt, (0.5, 0.16, 0.25, 0.75, 0.84))
+                    predictions["flow_recalibrated"][s] = dict(zip(("response", "q16", "q25", "q75", "q84"),
+                                                                   qc.values()))
                     central, quantiles = predict(dnn.model, context)
                     predictions["dnn"][s] = {"response": central[:, 0],
                                              **dict(zip(("q16", "q25", "q75", "q84"), quantiles[:, 0].T))}
@@ -231,4 +237,19 @@ class EvaluateRegression(RegressionData, FlowTask, AnalysisWorkflow):
         with atomic_directory(out["figures"].path) as tmp:
             plot(result["per_seed"][str(seed)], examples[seed], tmp, title=f"{cfg.name}, seed {seed}")
         write_json(out["metrics"].path, result)
+
+    def _recalibration(self, flow, seed: int) -> bjet.Recalibration:
+        """The b-jet flow's quantile recalibration (:class:`analysis.bjet.Recalibration`) from its posterior on
+        up to ``regression.evaluation_events`` held-out jets of the training samples' validation partition (the
+        early-stopping jets: never trained on, and apart from the reference jets the metrics use)."""
+        r = self.analysis_config.regression
+        pit, reco = [], []
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0xCA1]))
+        for objects in self.training_data("bjet", self.requires()["training"])["validation"]:
+            truth, context = bjet.regression_data(objects)
+            keep = slice(0, r.evaluation_events)
+            draws, _ = sample_posterior(flow, context[keep], r.samples, seed=seed + 1, device=self.device)
+            pit.append(bjet.pit_values(draws[..., 0], truth[keep, 0], rng))
+            reco.append(np.asarray(objects["obj_jet_pt"], np.float64)[bjet.b_jets(objects)][keep])
+        return bjet.Recalibration(np.concatenate(pit), np.concatenate(reco))
 

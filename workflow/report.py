@@ -348,7 +348,9 @@ class RunAnalysis(AnalysisTask):
                 spread = "" if len(m["per_seed"]) < 2 else "<p>Per seed: " + "; ".join(
                     f"seed {s}: flow resolution {v['resolution']['flow_median']['all']['resolution']:.4f}, network "
                     f"{v['resolution']['dnn']['all']['resolution']:.4f}, flow 68 % coverage "
-                    f"{v['coverage']['flow_median']['68']['all']:.3f}" for s, v in m["per_seed"].items()) + "</p>"
+                    f"{v['coverage']['flow_median']['68']['all']:.3f}"
+                    + (f" (recalibrated on held-out jets: {v['coverage']['flow_recalibrated']['68']['all']:.3f})"
+                       if "flow_recalibrated" in v["coverage"] else "") for s, v in m["per_seed"].items()) + "</p>"
                 rep.add("<h3>b-jet energy regression</h3>" + spread + html_table(
                     ["correction", "effective resolution of pT_pred/pT_true", "median"] + peaks
                     + ["50 % coverage", "68 % coverage"], rows))

@@ -166,7 +166,9 @@ def test_regressions_trained_on_their_own_samples_evaluated_and_reported(env, ra
     assert res["dnn"] < 0.99 * res["none"] and res["flow_median"] < 0.99 * res["none"]
     assert b["masses"]["none"]["signal"]["peak"] == "h -> bb" and b["masses"]["none"]["background"]["peak"] == \
         "hadronic top"
-    assert set(b["coverage"]) == {"dnn", "flow_median"}
+    assert set(b["coverage"]) == {"dnn", "flow_median", "flow_recalibrated"}
+    # recalibrated on held-out jets of the training samples, measured on the reference jets
+    assert abs(b["coverage"]["flow_recalibrated"]["68"]["all"] - 0.68) < 0.05
     figures = store(env, "EvaluateRegression", "tinyana", "v1", "bjet", "figures")
     assert all((figures / f"bjet_{n}.png").stat().st_size > 1000 for n in ("resolution", "masses", "coverage"))
     text = store(env, "RunAnalysis", "tinyana", "v1", "report", "report.html").read_text()
