@@ -409,6 +409,8 @@ class RunAnalysis(AnalysisTask):
                              "pass" if row["pass"] else "FAIL"])
         rep.add("<h3>Expected limits and the spurious-signal test</h3>" + html_table(
             ["features", "template", "expected limit", "spurious signal μ̂ ± σ", "μ̂ / σ", "test"], rows))
+        rep.add("".join(f"<p><b>{name}:</b> {html.escape(verdict(lim))}</p>"
+                        for name, lim in (("Standard features", limits), ("Regressed features", other))))
         fid = reg["fidelity"]["fidelity.json"].load(formatter="json")
         lines = []
         for name, f in (("standard", fidelity), ("regressed", fid)):
