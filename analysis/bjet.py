@@ -48,6 +48,11 @@ def b_jets(objects: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return np.nonzero(b)
 
 
+def b_jet_pt(objects: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Reconstructed pT of the b jets of :func:`b_jets`, in their order."""
+    return np.asarray(objects["obj_jet_pt"], np.float64)[b_jets(objects)]
+
+
 def response(objects: Mapping[str, np.ndarray], event: np.ndarray, slot: np.ndarray) -> np.ndarray:
     """The target: pT of the matched b quark (its full momentum, neutrinos included) over the jet's pT."""
     return (np.asarray(objects["truth_jet_parton_pt"], np.float64)[event, slot]

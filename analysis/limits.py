@@ -280,6 +280,20 @@ def _chi2(a: Template, b: Template, delta: np.ndarray | None = None) -> dict[str
     return {"chi2": float(np.sum(p ** 2)), "ndf": int(len(p)), "pulls": p.tolist(), "ratio": ratio.tolist()}
 
 
+def _truth_bootstraps(ts: np.ndarray, tw: np.ndarray, rows: np.ndarray, edges: np.ndarray, n: int,
+                      seed: int) -> list[np.ndarray]:
+    """``n`` Poisson bootstraps (yields per bin) of the truth part ``rows``, its weights scaled to the full
+    truth yield as in :func:`_truth_template`: the truth sample's own statistical fluctuations."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5B51]))
+    scale = tw.sum() / tw[rows].sum()
+    return [make_template(ts[rows], tw[rows] * rng.poisson(1.0, len(rows)) * scale, edges).yields for _ in range(n)]
+
+
+def _truth_spread(workspace: dict, boots: list[np.ndarray]) -> float:
+    """Standard deviation of the best-fit mu of ``workspace`` over the truth bootstraps ``boots``."""
+    return float(np.std([fit_signal_strength(workspace, data=b, interval=False).mu_hat for b in boots], ddof=1))
+
+
 def _generator_options(templates: list[Template], t_cal: Template
                        ) -> tuple[NonClosure, dict[str, tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]]]:
     """The non-closure of the analysis ``templates`` against the calibration template and the three
@@ -330,13 +344,8 @@ def split_spurious(samples: ScoredSamples, cfg: LimitConfig, seed: int, construc
                              generator_shape=None if shapes is None else f * shapes * t.yields,
                              observations=t_test.yields)
         fit = fit_signal_strength(ws)
-        rng = np.random.default_rng(np.random.SeedSequence([split_seed, 0x5B51]))
-        scale = tw.sum() / tw[test_rows].sum()
-        boots = [make_template(ts[test_rows], tw[test_rows] * rng.poisson(1.0, len(test_rows)) * scale, edges)
-                 for _ in range(cfg.spurious_bootstraps)]
-        truth_sigma = float(np.std([fit_signal_strength(ws, data=b.yields, interval=False).mu_hat for b in boots],
-                                   ddof=1))
-        zs.append(fit.mu_hat / math.hypot(fit.error, truth_sigma))
+        boots = _truth_bootstraps(ts, tw, test_rows, edges, cfg.spurious_bootstraps, split_seed)
+        zs.append(fit.mu_hat / math.hypot(fit.error, _truth_spread(ws, boots)))
         factors.append(f)
     z = np.asarray(zs)
     mean, rms = float(z.mean()), float(np.sqrt(np.mean(z ** 2)))
@@ -433,17 +442,14 @@ def independent_test(samples: ScoredSamples, cfg: LimitConfig, seed: int, run: "
         say(f"limits with generator uncertainty done ({run.n_limits} limits)")
 
     # -- spurious signal against the truth test part -----------------------------------------------------------
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5B51]))
-    boots = [make_template(ts[test_rows], tw[test_rows] * rng.poisson(1.0, len(test_rows))
-                           * (tw.sum() / tw[test_rows].sum()), edges).yields for _ in range(cfg.spurious_bootstraps)]
+    boots = _truth_bootstraps(ts, tw, test_rows, edges, cfg.spurious_bootstraps, seed)
 
     def observed_ws(name: str) -> dict:
         ws = run.workspaces[name]
         return {**ws, "observations": [{"name": "SR", "data": t_test.yields.tolist()}]}
 
     def truth_spread(name: str) -> float:
-        ws = observed_ws(name)
-        return float(np.std([fit_signal_strength(ws, data=b, interval=False).mu_hat for b in boots], ddof=1))
+        return _truth_spread(observed_ws(name), boots)
 
     def spurious_row(name: str, expected: dict, truth_sigma: float) -> dict:
         ws = observed_ws(name)

@@ -213,8 +213,7 @@ class EvaluateRegression(RegressionData, FlowTask, AnalysisWorkflow):
                     draws, _ = sample_posterior(flow, context, r.samples, seed=seed, device=self.device)
                     q = np.quantile(draws[..., 0], [0.5, 0.16, 0.25, 0.75, 0.84], axis=0)
                     predictions["flow_median"][s] = dict(zip(("response", "q16", "q25", "q75", "q84"), q))
-                    reco_pt = np.asarray(objects["obj_jet_pt"], np.float64)[bjet.b_jets(objects)]
-                    qc = recal.quantiles(draws[..., 0], reco_pt, (0.5, 0.16, 0.25, 0.75, 0.84))
+                    qc = recal.quantiles(draws[..., 0], bjet.b_jet_pt(objects), (0.5, 0.16, 0.25, 0.75, 0.84))
                     predictions["flow_recalibrated"][s] = dict(zip(("response", "q16", "q25", "q75", "q84"),
                                                                    qc.values()))
                     central, quantiles = predict(dnn.model, context)
@@ -250,6 +249,6 @@ class EvaluateRegression(RegressionData, FlowTask, AnalysisWorkflow):
             keep = slice(0, r.evaluation_events)
             draws, _ = sample_posterior(flow, context[keep], r.samples, seed=seed + 1, device=self.device)
             pit.append(bjet.pit_values(draws[..., 0], truth[keep, 0], rng))
-            reco.append(np.asarray(objects["obj_jet_pt"], np.float64)[bjet.b_jets(objects)][keep])
+            reco.append(bjet.b_jet_pt(objects)[keep])
         return bjet.Recalibration(np.concatenate(pit), np.concatenate(reco))
 

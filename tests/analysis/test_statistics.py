@@ -150,17 +150,23 @@ def test_coherent_generator_shape_agrees_with_pyhf():
     ws = build_workspace(SIG, BKG, 0.05 * BKG, 0.1, name="shape", generator_uncertainty=0.05 * BKG,
                          generator_shape=shape)
     assert "generator_shape" in pyhf.Workspace(ws).model().config.par_order
+    obs = BKG * np.array([1.0, 1.02, 1.05, 1.12])  # a generator-like deficit where the signal is
+    _assert_fast_agrees_with_pyhf(ws, build_workspace(SIG, BKG, 0.05 * BKG, 0.1, name="shape_obs",
+                                                      generator_uncertainty=0.05 * BKG, generator_shape=shape,
+                                                      observations=obs))
+
+
+def _assert_fast_agrees_with_pyhf(ws: dict, ws_obs: dict) -> None:
+    """Expected limits of ``ws``, and the fit and observed limit of ``ws_obs`` (with observations): the fast
+    route against pyhf."""
     fast, ref = expected_limits(ws), pyhf_expected_limits(ws)
     for k in ref:
         assert fast[k] == pytest.approx(ref[k], rel=0.005), k
-    obs = BKG * np.array([1.0, 1.02, 1.05, 1.12])  # a generator-like deficit where the signal is
-    ws = build_workspace(SIG, BKG, 0.05 * BKG, 0.1, name="shape_obs", generator_uncertainty=0.05 * BKG,
-                         generator_shape=shape, observations=obs)
-    fit = fit_signal_strength(ws)
-    mu, down, up = pyhf_signal_fit(ws)
+    fit = fit_signal_strength(ws_obs)
+    mu, down, up = pyhf_signal_fit(ws_obs)
     assert fit.mu_hat == pytest.approx(mu, abs=5e-3 * fit.error)
     assert fit.error_up == pytest.approx(up, rel=5e-3)
-    assert observed_limit(ws, fit=fit) == pytest.approx(pyhf_observed_limit(ws), rel=0.01)
+    assert observed_limit(ws_obs, fit=fit) == pytest.approx(pyhf_observed_limit(ws_obs), rel=0.01)
 
 
 @pytest.mark.slow
@@ -174,17 +180,10 @@ def test_several_coherent_shapes_agree_with_pyhf():
     pars = pyhf.Workspace(ws).model().config.par_order
     assert {"generator_shape", "generator_shape1", "generator_shape2"} <= set(pars)
     assert ChannelModel.from_workspace(ws).shape.shape == (3, 4)
-    fast, ref = expected_limits(ws), pyhf_expected_limits(ws)
-    for k in ref:
-        assert fast[k] == pytest.approx(ref[k], rel=0.005), k
     obs = BKG * np.array([0.99, 1.02, 1.06, 1.1])
-    ws = build_workspace(SIG, BKG, 0.05 * BKG, 0.1, name="shapes_obs", generator_uncertainty=0.03 * BKG,
-                         generator_shape=shapes, observations=obs)
-    fit = fit_signal_strength(ws)
-    mu, down, up = pyhf_signal_fit(ws)
-    assert fit.mu_hat == pytest.approx(mu, abs=5e-3 * fit.error)
-    assert fit.error_up == pytest.approx(up, rel=5e-3)
-    assert observed_limit(ws, fit=fit) == pytest.approx(pyhf_observed_limit(ws), rel=0.01)
+    _assert_fast_agrees_with_pyhf(ws, build_workspace(SIG, BKG, 0.05 * BKG, 0.1, name="shapes_obs",
+                                                      generator_uncertainty=0.03 * BKG, generator_shape=shapes,
+                                                      observations=obs))
 
 
 def test_generator_shapes_must_be_numbered_without_gaps():
