@@ -222,6 +222,8 @@ class SampleConfig:
     files: tuple[str, ...] = ()
     path: str = ""
     n_events: int = 0
+    # GeV added to physics.top.mass for this sample alone (the unfolding's pseudo-data; generator only)
+    top_mass_shift: float = 0.0
 
     def validate(self, path: str) -> None:
         _check(self.source in SOURCES, f"{path}.source: must be one of {SOURCES}, got {self.source!r}")
@@ -237,6 +239,8 @@ class SampleConfig:
             _check(len(self.files) > 0, f"{path}.files: a nanoaod sample needs at least one file")
         elif self.source == "higgs_csv":
             _check(bool(self.path), f"{path}.path: a higgs_csv sample needs the path of the CSV file")
+        _check(self.top_mass_shift == 0 or (self.source == "generator" and abs(self.top_mass_shift) <= 10),
+               f"{path}.top_mass_shift: only for generator samples, at most 10 GeV, got {self.top_mass_shift}")
 
 
 @dataclass(frozen=True)
@@ -519,6 +523,73 @@ class RegressionConfig:
 
 
 @dataclass(frozen=True)
+class UnfoldingConfig:
+    """The unfolding flow (issue 16, :mod:`analysis.unfolding`): p(parton-level ttbar | reconstructed event), a
+    conditional flow (``model`` of the zoo with ``hyperparameters``) behind a deep-sets embedding of the lepton,
+    MET and jets, trained once per seed on dedicated simulated samples ``<name>_unfolding`` of ``train_factor``
+    times each ttbar background sample's files (90 % train, 10 % validation; ``train_factor: 0``: the analysis
+    sample's train and validation partitions). Measured on the background's reference partition: marginal
+    closure of every observable in ``bins`` bins (``closure_draws`` posterior draws per event, each of weight
+    1 / closure_draws, all events), per-event
+    calibration (``samples`` posterior draws for each of ``evaluation_events`` events), a C2ST of unfolded
+    against true parton-level events, the iterative Bayesian unfolding baseline (``ibu_iterations``) of m_tt
+    and the hadronic top pT; and the prior dependence: pseudo-data ``<name>_unfolding_mt_<shift>`` simulated
+    with the top mass shifted by each of ``mass_shifts`` GeV (``shift_files`` files), unfolded with
+    ``shift_draws`` draws per event, before and (``reweight``) after one iteration that retrains on the
+    training events reweighted to the unfolded top-mass distribution. ``enabled: false``: off."""
+
+    enabled: bool = False
+    train_factor: float = 0.0
+    seeds: tuple[int, ...] = (1,)
+    model: str = "made_mog"
+    hyperparameters: Mapping[str, Any] = field(default_factory=lambda: {"hidden_features": [128, 128]})
+    embedding_features: int = 32
+    embedding_hidden: tuple[int, ...] = (64, 64)
+    training: FlowTrainingConfig = FlowTrainingConfig(epochs=30, patience=6)
+    samples: int = 200
+    evaluation_events: int = 10_000
+    closure_draws: int = 8
+    bins: int = 40
+    ibu_iterations: int = 4
+    mass_shifts: tuple[float, ...] = (-1.0, 1.0)
+    shift_files: int = 1
+    shift_draws: int = 16
+    reweight: bool = True
+
+    def validate(self, path: str) -> None:
+        for key in ("enabled", "reweight"):
+            _check(isinstance(getattr(self, key), bool), f"{path}.{key}: expected true or false, got "
+                   f"{getattr(self, key)!r}")
+        _check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0,
+               f"{path}.seeds: at least one seed >= 0, no duplicates")
+        _check(self.model in FLOW_MODELS, f"{path}.model: unknown flow model {self.model!r}; the zoo has: "
+               f"{', '.join(FLOW_MODELS)}")
+        for k in self.hyperparameters:
+            _check(k in FLOW_MODELS[self.model], f"{path}.hyperparameters.{k}: unknown hyperparameter of "
+                   f"{self.model}; known: {', '.join(FLOW_MODELS[self.model])}")
+        _check(len(self.embedding_hidden) > 0 and all(isinstance(h, int) and h > 0 for h in self.embedding_hidden),
+               f"{path}.embedding_hidden: expected a list of positive integers, got {list(self.embedding_hidden)!r}")
+        _positive(f"{path}.train_factor", self.train_factor, strict=False)
+        _at_least(f"{path}.embedding_features", self.embedding_features, 1)
+        _at_least(f"{path}.samples", self.samples, 8)
+        _at_least(f"{path}.evaluation_events", self.evaluation_events, 100)
+        _at_least(f"{path}.bins", self.bins, 2)
+        _at_least(f"{path}.closure_draws", self.closure_draws, 1)
+        _at_least(f"{path}.ibu_iterations", self.ibu_iterations, 1)
+        _at_least(f"{path}.shift_files", self.shift_files, 1)
+        _at_least(f"{path}.shift_draws", self.shift_draws, 1)
+        _check(all(isinstance(s, (int, float)) and s != 0 and abs(s) <= 10 for s in self.mass_shifts)
+               and len(set(self.mass_shifts)) == len(self.mass_shifts),
+               f"{path}.mass_shifts: non-zero shifts of at most 10 GeV, no duplicates, got {list(self.mass_shifts)}")
+        self.training.validate(f"{path}.training")
+
+
+def shift_tag(shift: float) -> str:
+    """``+1.5`` -> ``p1p5``: a top-mass shift in a sample name."""
+    return ("p" if shift > 0 else "m") + f"{abs(shift):g}".replace(".", "p")
+
+
+@dataclass(frozen=True)
 class IntrospectionConfig:
     """Taylor-coefficient introspection (issue 17; :mod:`analysis.introspection`): first- and second-order
     coefficients of the ``nn`` classifier on ``events`` reference events, and of a differentiable classifier
@@ -706,6 +777,7 @@ class AnalysisConfig:
     truth: TruthConfig = TruthConfig()
     fidelity: FidelityConfig = FidelityConfig()
     regression: RegressionConfig = RegressionConfig()
+    unfolding: UnfoldingConfig = UnfoldingConfig()
     introspection: IntrospectionConfig = IntrospectionConfig()
     # units of the feature columns: "GeV" for generated and NanoAOD inputs, "normalised" for the UCI HIGGS CSV
     feature_units: Literal["GeV", "normalised"] = "GeV"
@@ -717,8 +789,9 @@ class AnalysisConfig:
         _check(len(self.samples) > 0, f"{p}samples: at least one sample is needed")
         for name, sample in self.samples.items():
             _check(name.isidentifier(), f"{p}samples.{name}: sample names must be identifiers")
-            _check(not name.endswith(("_truth", "_regression")), f"{p}samples.{name}: names ending in '_truth' "
-                   "or '_regression' are reserved for the truth and regression samples")
+            _check(not name.endswith(("_truth", "_regression")) and "_unfolding" not in name,
+                   f"{p}samples.{name}: names ending in '_truth' or '_regression' or holding '_unfolding' are "
+                   "reserved for the truth, regression and unfolding samples")
             sample.validate(f"{p}samples.{name}")
         self.physics.validate(f"{p}physics")
         self.detector.validate(f"{p}detector")
@@ -730,6 +803,10 @@ class AnalysisConfig:
         self.truth.validate(f"{p}truth")
         self.fidelity.validate(f"{p}fidelity")
         self.regression.validate(f"{p}regression")
+        self.unfolding.validate(f"{p}unfolding")
+        _check(not self.unfolding.enabled or any(s.source == "generator" and s.process == "ttbar" and s.label == 0
+                                                 for s in self.samples.values()),
+               f"{p}unfolding.enabled: the unfolding needs a ttbar background sample of the embedded generator")
         self.introspection.validate(f"{p}introspection")
         _check(not self.regression.applications or (self.feature_units == "GeV" and all(
             s.source == "generator" for s in self.samples.values())), f"{p}regression.applications: the "
@@ -778,10 +855,30 @@ class AnalysisConfig:
             for n, s in self.samples.items() if s.source == "generator"})
 
     @property
+    def unfolding_samples(self) -> Mapping[str, SampleConfig]:
+        """The samples of the unfolding (see :class:`UnfoldingConfig`), for every ttbar background sample of the
+        embedded generator: its training sample ``<name>_unfolding`` (with ``train_factor``) and its pseudo-data
+        with the top mass shifted, ``<name>_unfolding_mt_<shift>`` (:func:`shift_tag`); empty when off."""
+        u = self.unfolding
+        if not u.enabled:
+            return types.MappingProxyType({})
+        out = {}
+        for n, s in self.samples.items():
+            if s.source == "generator" and s.process == "ttbar" and s.label == 0:
+                if u.train_factor:
+                    out[f"{n}_unfolding"] = dataclasses.replace(s, n_files=max(1, math.ceil(u.train_factor
+                                                                                           * s.n_files)))
+                for shift in u.mass_shifts:
+                    out[f"{n}_unfolding_mt_{shift_tag(shift)}"] = dataclasses.replace(
+                        s, n_files=u.shift_files, top_mass_shift=float(shift))
+        return types.MappingProxyType(out)
+
+    @property
     def all_samples(self) -> Mapping[str, SampleConfig]:
-        """The configured samples and their truth and regression counterparts: everything that is generated and
-        skimmed."""
-        return types.MappingProxyType({**self.samples, **self.truth_samples, **self.regression_samples})
+        """The configured samples and their truth, regression and unfolding counterparts: everything that is
+        generated and skimmed."""
+        return types.MappingProxyType({**self.samples, **self.truth_samples, **self.regression_samples,
+                                       **self.unfolding_samples})
 
     def sample(self, name: str) -> SampleConfig:
         try:

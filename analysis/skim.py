@@ -41,6 +41,7 @@ from .config import AnalysisConfig
 from .features import FEATURES, compute_features
 from .io import InputError
 from .readers import check_nanoaod, read_higgs_csv, sum_gen_weights
+from .unfolding import truth_columns
 
 NanoAODSchema.warn_missing_crossrefs = False
 
@@ -104,6 +105,13 @@ def object_columns(events, leptons, jets, btag, sel: np.ndarray, met) -> dict[st
         first = ak.firsts(nu)
         for k in ("pt", "eta", "phi"):
             out[f"truth_nu_{k}"] = np.asarray(ak.fill_none(first[k], 0), np.float32)
+        # the hard process of single-lepton ttbar (the unfolding's parton level; zero where there is none)
+        width = max(int(np.max(ak.to_numpy(ak.num(gen.pdgId)), initial=0)), 1)
+        padded = {k: ak.to_numpy(ak.fill_none(ak.pad_none(gen[k], width, clip=True), fill))
+                  for k, fill in (("pdgId", 0), ("genPartIdxMother", -1), ("pt", 0.0), ("eta", 0.0), ("phi", 0.0),
+                                  ("mass", 0.0))}
+        out.update(truth_columns(padded["pdgId"], padded["genPartIdxMother"], padded["pt"], padded["eta"],
+                                 padded["phi"], padded["mass"]))
     return out
 
 

@@ -405,19 +405,24 @@ class AnalysisWorkflow(AnalysisTask, law.LocalWorkflow, law.htcondor.HTCondorWor
 
 
 class SampleSetMixin:
-    """For the stages that produce samples (generation, skim): which set of samples their ``--truth`` and
-    ``--regression`` flags select, and submission records kept apart per set (same store directory, other
-    branches)."""
+    """For the stages that produce samples (generation, skim): which set of samples their ``--truth``,
+    ``--regression`` and ``--unfolding`` flags select, and submission records kept apart per set (same store
+    directory, other branches)."""
+
+    unfolding = luigi.BoolParameter(default=False, description="the samples of the unfolding (training sample and "
+                                    "top-mass-shifted pseudo-data) instead of the configured ones; default: false")
 
     def sample_set(self):
         cfg = self.analysis_config
-        if self.truth and self.regression:
-            raise SystemExit(f"hepflows: {self.task_family}: --truth and --regression select different samples; "
-                             "give one of them")
-        return cfg.truth_samples if self.truth else cfg.regression_samples if self.regression else cfg.samples
+        if self.truth + self.regression + self.unfolding > 1:
+            raise SystemExit(f"hepflows: {self.task_family}: --truth, --regression and --unfolding select "
+                             "different samples; give one of them")
+        return (cfg.truth_samples if self.truth else cfg.regression_samples if self.regression
+                else cfg.unfolding_samples if self.unfolding else cfg.samples)
 
     def htcondor_output_directory(self):
-        kind = ("truth",) if self.truth else ("regression",) if self.regression else ()
+        kind = (("truth",) if self.truth else ("regression",) if self.regression
+                else ("unfolding",) if self.unfolding else ())
         return law.LocalDirectoryTarget(self.local_path("htcondor", *kind))
 
 

@@ -21,6 +21,7 @@ from workflow.flows import PartitionEvents, TrainFlow, TruthSample
 from workflow.introspection import Introspect
 from workflow.limits import LimitScan
 from workflow.regression import EvaluateRegression
+from workflow.unfolding import EvaluateUnfolding
 from workflow.skim import SkimSummary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +59,8 @@ class RunAnalysis(AnalysisTask):
                 "fidelity": FidelityTest.req(self, features="regressed")}
         if cfg.introspection.enabled and "nn" in cfg.classifiers.models:
             optional["introspection"] = Introspect.req(self)
+        if cfg.unfolding.enabled:
+            optional["unfolding"] = EvaluateUnfolding.req(self)
         return {**optional,
             "summary": SkimSummary.req(self),
             "flows": {s: TrainFlow.req(self, branch=b) for s, b in branches.items()},
@@ -92,6 +95,9 @@ class RunAnalysis(AnalysisTask):
             self._feeding(rep, inp, limits, fidelity)
         if "introspection" in inp:
             self._introspection(rep, inp["introspection"])
+        if "unfolding" in inp:
+            unfolding_section(rep, cfg, inp["unfolding"]["metrics"].load(formatter="json"),
+                              inp["unfolding"]["figures"].path)
         self._provenance(rep)
         with atomic_directory(self.output().path) as tmp:
             rep.write(tmp)
@@ -460,3 +466,54 @@ class RunAnalysis(AnalysisTask):
         rep.add(html_table(["package", "version"], [[k, v] for k, v in versions().items()]))
         rep.add("<h3>Configuration</h3><pre>" + html.escape(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
                 + "</pre>")
+
+
+def unfolding_section(rep: ReportBuilder, cfg, m: dict, figures: str) -> None:
+    """The report's section on the unfolding flow (issue 16) from :class:`EvaluateUnfolding`'s metrics."""
+    u = cfg.unfolding
+    train = f"{u.train_factor:g} x the ttbar sample, simulated apart" if u.train_factor else \
+        "the train partition of the ttbar sample"
+    s = m["summary"]
+    rep.section("unfolding", "Unfolding flow: parton-level ttbar from reconstructed events",
+                f"p(parton level | reco level) as a conditional {u.model} behind a deep-sets embedding of the lepton, "
+                f"MET and up to 10 jets (no jet-parton assignment), trained on {train}, seeds {list(u.seeds)}; "
+                f"measured on {m['events']['reference']:,} held-out events (closure: {u.closure_draws} draws per event; "
+                f"calibration: {u.samples} draws for each of {u.evaluation_events:,} events).")
+    rows = [[goal, "yes" if ok else "no"] for goal, ok in s["goals"].items()]
+    rep.add(html_table(["goal of the unfolding", "met"], rows))
+    dev = s["closure_ratio_deviation_max"]
+    rep.add(f"<p>Largest closure chi2/ndf {s['closure_chi2_ndf_max']:.2f}; largest |ratio - 1| in bins with at "
+            f"least 1000 events {'-' if dev is None else f'{dev:.3f}'}; calibration: largest KS distance "
+            f"{s['calibration_ks_max']:.3f}, largest coverage deviation 68 % {s['coverage68_deviation_max']:.3f}, "
+            f"95 % {s['coverage95_deviation_max']:.3f}; C2ST AUC {s['c2st_auc']:.3f}.</p>")
+    first = m["per_seed"][str(m["seeds"][0])]
+    rep.add(html_table(["observable", "chi2/ndf", "max |ratio - 1| (>= 1000 events)"],
+                       [[k, f"{c['chi2_ndf']:.2f}", "-" if c["max_ratio_deviation"] is None
+                         else f"{c['max_ratio_deviation']:.3f} +- {c['max_ratio_deviation_error']:.3f}"]
+                        for k, c in first["closure"].items()]))
+    shift_rows = []
+    for seed, tests in m["mass_shift"].items():
+        for key, v in tests.items():
+            shift_rows.append([f"seed {seed}", key, f"{v['true_shift']:+.3f}",
+                               f"{v['unfolded_shift']:+.3f} +- {v['unfolded_shift_error']:.3f}",
+                               "-" if v["bias"] is None else f"{100 * v['bias']:+.0f} %"])
+    for key, v in m.get("mass_shift_reweighted", {}).items():
+        shift_rows.append(["after one reweighting", key, f"{v['true_shift']:+.3f}",
+                           f"{v['unfolded_shift']:+.3f} +- {v['unfolded_shift_error']:.3f}",
+                           "-" if v["bias"] is None else f"{100 * v['bias']:+.0f} %"])
+    rep.add("<h3>Prior dependence</h3>" + html_table(
+        ["prior", "generator shift [GeV]", "true shift [GeV]", "unfolded shift [GeV]", "bias"], shift_rows))
+    rep.add("<h3>Against iterative Bayesian unfolding</h3>" + html_table(
+        ["observable", "IBU chi2/ndf", "flow chi2/ndf (own errors)", "flow chi2/ndf (IBU errors)",
+         "flow bins within IBU error", "flow / IBU uncertainty (median)"],
+        [[k, f"{v['ibu_chi2_ndf']:.2f}", f"{v['flow_chi2_ndf']:.2f}", f"{v['flow_chi2_ndf_ibu_errors']:.2f}",
+          f"{v['flow_within_ibu_error']:.2f}", f"{v['error_ratio_median']:.2f}"] for k, v in m["ibu"].items()])
+        + "<p>Both against the expected parton-level spectrum (the training events' truth scaled to the sample); "
+        "chi2 with the method's error plus that prediction's.</p>")
+    t = first["timing"]
+    rep.add(f"<p>Sampling: {t['posterior_draws_per_second']:,.0f} posterior draws per second (batches of events), "
+            f"{t['closure_draws_per_second']:,.0f} draws per second in the closure's batches.</p>")
+    for name in ("unfolding_marginals", "unfolding_posteriors", "unfolding_ranks", "unfolding_coverage",
+                 "unfolding_mass_shift", "unfolding_ibu"):
+        rep.figure(os.path.join(figures, f"{name}.png"), name, name.replace("_", " "), "100%" if name in (
+            "unfolding_marginals", "unfolding_ranks") else "48%")

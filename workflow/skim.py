@@ -68,14 +68,16 @@ class Skim(SampleSetMixin, AnalysisWorkflow):
         return grouped
 
     def _generator_branches(self, sample: str) -> list[int]:
-        gen = GenerateEvents.req(self, truth=self.truth, regression=self.regression)
+        gen = GenerateEvents.req(self, truth=self.truth, regression=self.regression,
+                                    unfolding=self.unfolding)
         return GenerateEvents.branches_of_sample(gen.get_branch_map(), sample)
 
     def workflow_requires(self):
         reqs = super().workflow_requires()
         cfg = self.analysis_config
         if any(s.source == "generator" for s in self.sample_set().values()):
-            reqs["events"] = GenerateEvents.req(self, truth=self.truth, regression=self.regression)
+            reqs["events"] = GenerateEvents.req(self, truth=self.truth, regression=self.regression,
+                                    unfolding=self.unfolding)
         return reqs
 
     def requires(self):
@@ -83,7 +85,8 @@ class Skim(SampleSetMixin, AnalysisWorkflow):
         if data["source"] != "generator":
             return {}
         # all files of the sample: the normalisation needs the sum of generator weights over all of them
-        return {b: GenerateEvents.req(self, branch=b, truth=self.truth, regression=self.regression) for b in self._generator_branches(data["sample"])}
+        return {b: GenerateEvents.req(self, branch=b, truth=self.truth, regression=self.regression,
+                                    unfolding=self.unfolding) for b in self._generator_branches(data["sample"])}
 
     def output(self):
         d = self.branch_data

@@ -10,6 +10,8 @@ jet-parton matching for regression and unfolding studies.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import zlib
@@ -106,6 +108,9 @@ def write_nanoaod_file(
     if sample.source != "generator":
         raise ValueError(f"sample {sample_name!r} is not produced by the generator (source={sample.source!r})")
     total = sample.events_per_file if n_events is None else n_events
+    if sample.top_mass_shift:  # pseudo-data of another top mass (the unfolding's prior test)
+        top = dataclasses.replace(cfg.physics.top, mass=cfg.physics.top.mass + sample.top_mass_shift)
+        cfg = dataclasses.replace(cfg, physics=dataclasses.replace(cfg.physics, top=top))
     rng = np.random.default_rng(file_seed(cfg.seed, sample_name, index))
     meta = {
         "sample": sample_name, "process": sample.process, "label": sample.label, "file_index": index,
