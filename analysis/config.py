@@ -465,6 +465,26 @@ class FidelityConfig:
 REGRESSIONS = ("neutrino", "bjet")
 
 
+def _validate_conditional(c, path: str) -> None:
+    """The settings every conditional application shares (:class:`RegressionConfig`, :class:`UnfoldingConfig`):
+    seeds, the flow model of the zoo and its hyperparameters, the embedding, the training sample's size factor,
+    the posterior draws and evaluation events, the training settings."""
+    _check(len(c.seeds) > 0 and len(set(c.seeds)) == len(c.seeds) and min(c.seeds) >= 0,
+           f"{path}.seeds: at least one seed >= 0, no duplicates")
+    _check(c.model in FLOW_MODELS, f"{path}.model: unknown flow model {c.model!r}; the zoo has: "
+           f"{', '.join(FLOW_MODELS)}")
+    for k in c.hyperparameters:
+        _check(k in FLOW_MODELS[c.model], f"{path}.hyperparameters.{k}: unknown hyperparameter of {c.model}; "
+               f"known: {', '.join(FLOW_MODELS[c.model])}")
+    _check(len(c.embedding_hidden) > 0 and all(isinstance(h, int) and h > 0 for h in c.embedding_hidden),
+           f"{path}.embedding_hidden: expected a list of positive integers, got {list(c.embedding_hidden)!r}")
+    _positive(f"{path}.train_factor", c.train_factor, strict=False)
+    _at_least(f"{path}.embedding_features", c.embedding_features, 1)
+    _at_least(f"{path}.samples", c.samples, 8)
+    _at_least(f"{path}.evaluation_events", c.evaluation_events, 100)
+    c.training.validate(f"{path}.training")
+
+
 @dataclass(frozen=True)
 class RegressionConfig:
     """The conditional applications on the truth record (issue 15): ``applications`` (``neutrino``: nu-Flows,
@@ -504,22 +524,9 @@ class RegressionConfig:
             _check(a in REGRESSIONS, f"{path}.applications: unknown application {a!r}; known: "
                    f"{', '.join(REGRESSIONS)}")
         _check(len(set(self.applications)) == len(self.applications), f"{path}.applications: listed twice")
-        _check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0,
-               f"{path}.seeds: at least one seed >= 0, no duplicates")
-        _check(self.model in FLOW_MODELS, f"{path}.model: unknown flow model {self.model!r}; the zoo has: "
-               f"{', '.join(FLOW_MODELS)}")
-        for k, v in self.hyperparameters.items():
-            _check(k in FLOW_MODELS[self.model], f"{path}.hyperparameters.{k}: unknown hyperparameter of "
-                   f"{self.model}; known: {', '.join(FLOW_MODELS[self.model])}")
-        for key in ("embedding_hidden", "dnn_hidden"):
-            v = getattr(self, key)
-            _check(len(v) > 0 and all(isinstance(h, int) and h > 0 for h in v),
-                   f"{path}.{key}: expected a list of positive integers, got {list(v)!r}")
-        _positive(f"{path}.train_factor", self.train_factor, strict=False)
-        _at_least(f"{path}.embedding_features", self.embedding_features, 1)
-        _at_least(f"{path}.samples", self.samples, 8)
-        _at_least(f"{path}.evaluation_events", self.evaluation_events, 100)
-        self.training.validate(f"{path}.training")
+        _check(len(self.dnn_hidden) > 0 and all(isinstance(h, int) and h > 0 for h in self.dnn_hidden),
+               f"{path}.dnn_hidden: expected a list of positive integers, got {list(self.dnn_hidden)!r}")
+        _validate_conditional(self, path)
 
 
 @dataclass(frozen=True)
@@ -560,19 +567,7 @@ class UnfoldingConfig:
         for key in ("enabled", "reweight"):
             _check(isinstance(getattr(self, key), bool), f"{path}.{key}: expected true or false, got "
                    f"{getattr(self, key)!r}")
-        _check(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds) and min(self.seeds) >= 0,
-               f"{path}.seeds: at least one seed >= 0, no duplicates")
-        _check(self.model in FLOW_MODELS, f"{path}.model: unknown flow model {self.model!r}; the zoo has: "
-               f"{', '.join(FLOW_MODELS)}")
-        for k in self.hyperparameters:
-            _check(k in FLOW_MODELS[self.model], f"{path}.hyperparameters.{k}: unknown hyperparameter of "
-                   f"{self.model}; known: {', '.join(FLOW_MODELS[self.model])}")
-        _check(len(self.embedding_hidden) > 0 and all(isinstance(h, int) and h > 0 for h in self.embedding_hidden),
-               f"{path}.embedding_hidden: expected a list of positive integers, got {list(self.embedding_hidden)!r}")
-        _positive(f"{path}.train_factor", self.train_factor, strict=False)
-        _at_least(f"{path}.embedding_features", self.embedding_features, 1)
-        _at_least(f"{path}.samples", self.samples, 8)
-        _at_least(f"{path}.evaluation_events", self.evaluation_events, 100)
+        _validate_conditional(self, path)
         _at_least(f"{path}.bins", self.bins, 2)
         _at_least(f"{path}.closure_draws", self.closure_draws, 1)
         _at_least(f"{path}.ibu_iterations", self.ibu_iterations, 1)
@@ -581,7 +576,6 @@ class UnfoldingConfig:
         _check(all(isinstance(s, (int, float)) and s != 0 and abs(s) <= 10 for s in self.mass_shifts)
                and len(set(self.mass_shifts)) == len(self.mass_shifts),
                f"{path}.mass_shifts: non-zero shifts of at most 10 GeV, no duplicates, got {list(self.mass_shifts)}")
-        self.training.validate(f"{path}.training")
 
 
 def shift_tag(shift: float) -> str:

@@ -34,6 +34,13 @@ class FlowTask(AnalysisTask):
     device = luigi.Parameter(default="cpu", significant=False, description="torch device: cpu or cuda")
     threads = luigi.IntParameter(default=0, significant=False, description="torch CPU threads (0: default)")
 
+    def train_settings(self, t, seed: int) -> TrainSettings:
+        """The training loop's settings from a configuration's ``training`` section (:class:`FlowTrainingConfig`),
+        with this task's device and threads."""
+        return TrainSettings(epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
+                             weight_decay=t.weight_decay, patience=t.patience, grad_clip=t.grad_clip, seed=seed,
+                             device=self.device, threads=self.threads)
+
 
 class RegressedFeatures:
     """For the tasks that write feature ntuples with ``--features regressed``: the trained nu-Flows and b-jet

@@ -25,7 +25,6 @@ from models.fit import fit_conditional, sample_posterior
 from models.io import load_conditional, save_conditional
 from models.registry import hyperparameters
 from models.regression import fit_regressor, predict
-from models.training import TrainSettings
 from workflow.base import AnalysisTask, AnalysisWorkflow
 from workflow.flows import FlowTask
 from workflow.skim import Skim
@@ -121,9 +120,7 @@ class TrainRegression(RegressionData, FlowTask, AnalysisWorkflow):
             targets["train"] = targets["train"][rows]
             c = contexts["train"]
             contexts["train"] = tuple(x[rows] for x in c) if isinstance(c, tuple) else c[rows]
-        settings = TrainSettings(epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
-                                 weight_decay=t.weight_decay, patience=t.patience, grad_clip=t.grad_clip,
-                                 seed=d["seed"], device=self.device, threads=self.threads)
+        settings = self.train_settings(t, d["seed"])
         embedding = app.embedding_spec(r.embedding_features, list(r.embedding_hidden))
         label = f"{d['application']} {d['method']} seed {d['seed']}"
 

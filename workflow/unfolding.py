@@ -10,6 +10,7 @@ The physics lives in :mod:`analysis.unfolding`, the model in :mod:`models.fit`.
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -23,7 +24,6 @@ from analysis.plotting import plot_training_history
 from models.fit import fit_conditional, sample_posterior
 from models.io import load_conditional, save_conditional
 from models.registry import hyperparameters
-from models.training import TrainSettings
 from workflow.base import AnalysisTask, AnalysisWorkflow
 from workflow.flows import FlowTask
 from workflow.skim import Skim
@@ -84,13 +84,6 @@ def _concat(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
 
 
-def _settings(cfg, seed: int, task) -> TrainSettings:
-    t = cfg.unfolding.training
-    return TrainSettings(epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
-                         weight_decay=t.weight_decay, patience=t.patience, grad_clip=t.grad_clip, seed=seed,
-                         device=task.device, threads=task.threads)
-
-
 def _train(task, data: dict, seed: int, weights: np.ndarray | None, label: str):
     """Fit the unfolding flow on ``data`` (training and validation object columns); with ``weights`` the training
     events are first resampled with those weights (seeded): the reweighted prior of the iteration."""
@@ -109,7 +102,7 @@ def _train(task, data: dict, seed: int, weights: np.ndarray | None, label: str):
     if rows is not None:
         targets["train"] = targets["train"][rows]
         contexts["train"] = tuple(c[rows] for c in contexts["train"])
-    settings = _settings(cfg, seed, task)
+    settings = task.train_settings(u.training, seed)
     epochs = u.training.epochs
 
     def on_epoch(rec):
@@ -238,7 +231,7 @@ def unfold_reference(fit, objects: dict, samples: int, calibration_events: int, 
     cal = unf.calibration(full_draws, full_truth, names)
     return {"truth": truth.astype(np.float32), "unfolded": closure.astype(np.float32),
             "lepton_phi": lphi.astype(np.float32),
-            "calibration_names": np.array(names), "calibration_json": np.array(_json(cal)),
+            "calibration_names": np.array(names), "calibration_json": np.array(json.dumps(cal)),
             "examples": full_draws[:, :EXAMPLES].transpose(1, 0, 2).astype(np.float32),
             "example_truth": full_truth[:EXAMPLES].astype(np.float32),
             "timing": np.array([closure_seconds, len(truth) * closure_draws, posterior_seconds, n * samples])}
@@ -253,12 +246,6 @@ def unfold_masses(fit, objects: dict, draws: int, seed: int, b_mass: float, devi
     true = unf.observables(truth, lphi, b_mass)
     return {"m_t_had": obs["m_t_had"].astype(np.float32), "m_t_lep": obs["m_t_lep"].astype(np.float32),
             "truth_m_t_had": true["m_t_had"].astype(np.float32), "truth_m_t_lep": true["m_t_lep"].astype(np.float32)}
-
-
-def _json(obj) -> str:
-    import json
-
-    return json.dumps(obj)
 
 
 class ReweightUnfolding(UnfoldingData, FlowTask, AnalysisWorkflow):
