@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     def cos_theta(p, lphi, leta):
         parts = unf.partons_from(p, lphi)
         if variant != "lepton_direction":
-            return p[..., 16]
+            return np.clip(p[..., 16], -1.0, 1.0)
         wl = parts["w_lep"]
         e, ph = leta + p[..., 16], lphi + p[..., 17]
         n = np.stack([np.cos(ph) / np.cosh(e), np.sin(ph) / np.cosh(e), np.tanh(e)], axis=-1)
