@@ -117,3 +117,24 @@ def test_cuda_device_requests_a_gpu():
         assert content["request_cpus"] == 4 and content["request_memory"] == 8000
         assert ("request_gpus" in content) is gpus
         assert cfg.render_variables["hepflows_repo"] == str(REPO)
+
+
+def test_unfolding_training_on_htcondor(condor_env, tmp_path):
+    """The unfolding's branched stages go through the same submission path: its own samples (GenerateEvents and
+    Skim --unfolding: the training sample and the top-mass-shifted pseudo-data) and one flow per seed, each a job."""
+    e = condor_env
+    d = tiny_config_dict(bkg_events=6000, sig_events=2000)
+    d["name"] = "tinyunfcondor"
+    d["unfolding"] = {"enabled": True, "train_factor": 1, "seeds": [1], "mass_shifts": [1.0],
+                      "hyperparameters": {"components": 2, "hidden_features": [16]}, "embedding_features": 4,
+                      "embedding_hidden": [8], "training": {"epochs": 2, "patience": 2, "batch_size": 256}}
+    path = tmp_path / "tinyunfcondor.yaml"
+    path.write_text(yaml.safe_dump(d))
+    law(e, "TrainUnfolding", "--version", "condor", "--config", str(path), *CONDOR, timeout=1800)
+    jobs = _jobs(e)
+    # GenerateEvents --unfolding (training sample, +1 GeV pseudo-data), Skim --unfolding (the same two), one flow
+    assert len(jobs) == 5 and all(j["status"] == 4 and j["exit_code"] == 0 for j in jobs)
+    assert len({j["cluster"] for j in jobs}) == 3
+    assert store(e, "TrainUnfolding", "tinyunfcondor", "condor", "seed_1", "model.pt").is_file()
+    assert store(e, "Skim", "tinyunfcondor", "condor", "background_unfolding_mt_p1_0.root").is_file()
+    assert list(store(e, "Skim", "tinyunfcondor", "condor", "htcondor", "unfolding").glob("htcondor_jobs_*.json"))
