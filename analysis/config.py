@@ -573,9 +573,11 @@ class UnfoldingConfig:
         _at_least(f"{path}.ibu_iterations", self.ibu_iterations, 1)
         _at_least(f"{path}.shift_files", self.shift_files, 1)
         _at_least(f"{path}.shift_draws", self.shift_draws, 1)
-        _check(all(isinstance(s, (int, float)) and s != 0 and abs(s) <= 10 for s in self.mass_shifts)
+        _check(all(isinstance(s, (int, float)) and s != 0 and abs(s) <= 10 and round(s, 2) == s
+                   for s in self.mass_shifts)
                and len(set(self.mass_shifts)) == len(self.mass_shifts),
-               f"{path}.mass_shifts: non-zero shifts of at most 10 GeV, no duplicates, got {list(self.mass_shifts)}")
+               f"{path}.mass_shifts: non-zero shifts of at most 10 GeV in steps of 0.01, no duplicates, got "
+               f"{list(self.mass_shifts)}")
 
 
 def shift_tag(shift: float) -> str:

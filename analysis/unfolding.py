@@ -7,7 +7,8 @@ Backes, Butter, Dunford, Malaescu, arXiv:2212.08674, whose iterative reweighting
 holds:
 
 - :func:`ttbar_partons`: the hard process read from a NanoAOD-like ``GenPart`` record by PDG ids and mother
-  indices (tops, their W bosons and b quarks, the lepton, the neutrino, the W's quarks), no index layout assumed;
+  indices (tops, their W bosons and b quarks, the lepton, the neutrino, the W's quarks), no index layout assumed
+  (but a record without copies of a particle);
 - the parametrisation the flow learns (:data:`TARGETS`, 18 numbers, exact and invertible, :func:`parametrise` and
   :func:`partons_from`): the ttbar system in the lab (pT, rapidity, azimuth relative to the reconstructed lepton,
   and its mass above the sum of the two top masses, so that every sampled event is kinematically possible), the
@@ -187,7 +188,9 @@ def ttbar_partons(pdg: np.ndarray, mother: np.ndarray, p4: np.ndarray) -> tuple[
     (mother index, -1 for none; padding: pdg 0) and ``p4`` ``(n, G, 4)``. Returns role -> ``(n, 4)`` four-vectors
     (:data:`ROLES`; q1 the down-type quark) and a mask of the events where every role was found exactly once
     (elsewhere the four-vectors are zero): leptons and quarks whose mother is a W whose mother is a top, that W and
-    top, and the b quark whose mother is that top."""
+    top, and the b quark whose mother is that top. It assumes a record without copies of a particle (as the
+    embedded generator writes it); a shower generator's chains of copies (t -> t -> W ...) would first have to be
+    collapsed to their last copies."""
     pdg, mother = np.asarray(pdg), np.asarray(mother)
     n, g = pdg.shape
     a = np.abs(pdg)
@@ -279,9 +282,11 @@ def partons_from(params: np.ndarray, lepton_phi: np.ndarray, b_mass: float = 4.8
 
 
 def target_table():
-    """The feature table of :data:`TARGETS` for :class:`models.preprocessing.Preprocessor`: pT positive, masses,
-    rapidities and top azimuths Gaussian-rank transformed (a Breit-Wigner becomes a Gaussian), cosines bounded,
-    rest-frame azimuths on the circle."""
+    """The feature table of :data:`TARGETS` for :class:`models.preprocessing.Preprocessor`: pT(ttbar) and the mass
+    excess positive, masses, the rapidity and the ttbar azimuth relative to the lepton Gaussian-rank transformed
+    (a Breit-Wigner becomes a Gaussian; the relative azimuth on its interval (-pi, pi], the sparse region along
+    the lepton at neither end), cosines bounded, the decay azimuths (and the top's in the ttbar frame) on the
+    circle."""
     from models.features import Feature, FeatureTable
 
     return FeatureTable([Feature(name, _KINDS[name.rsplit("_", 1)[1]], _LABELS[name][1], label=_LABELS[name][0])
@@ -324,8 +329,8 @@ def observables(params: np.ndarray, lepton_phi: np.ndarray, b_mass: float = 4.8)
 
 
 def edges_of(truth: np.ndarray, bins: int = 40, name: str = "") -> np.ndarray:
-    """``bins`` equal-width bins over the central 99 % of ``truth`` (masses: within 5 widths of the peak, read
-    from the 10-90 % range)."""
+    """``bins`` equal-width bins over the central 99 % of ``truth``; masses: the median +- 2.5 x the 10-90 %
+    range (about +- 7.7 widths of a Breit-Wigner); cosines: [-1, 1]."""
     lo, hi = np.quantile(truth, [0.005, 0.995])
     if name.startswith("m_t_") or name.endswith("_m"):
         q10, q50, q90 = np.quantile(truth, [0.1, 0.5, 0.9])
@@ -341,10 +346,12 @@ def closure(unfolded: np.ndarray, truth: np.ndarray, edges: np.ndarray, weights:
     number of events) against the truth of the same events: chi2 with variance ``u + t`` per bin (a draw from a
     calibrated posterior differs from the truth as two draws do), ndf the number of filled bins, and the largest
     |ratio - 1| (with its statistical error) where the truth bin holds at least ``min_count`` events."""
+    if weights is None:  # every draw weighs the number of events over the number of draws
+        weights = np.full(len(unfolded), len(truth) / max(len(unfolded), 1))
     t, _ = np.histogram(truth, edges)
     u, _ = np.histogram(unfolded, edges, weights=weights)
-    w2, _ = np.histogram(unfolded, edges, weights=None if weights is None else weights**2)
-    var = t + w2 * (len(truth) / max(len(unfolded), 1) if weights is None else 1.0)
+    w2, _ = np.histogram(unfolded, edges, weights=weights**2)
+    var = t + w2
     filled = var > 0
     chi2 = float(np.sum((u - t)[filled] ** 2 / var[filled]))
     big = t >= min_count
@@ -363,7 +370,8 @@ def calibration(draws: np.ndarray, truth: np.ndarray, names: Sequence[str], seed
     its KS distance to uniform (and p-value), the coverage of the central 68 % and 95 % intervals read from it
     (the truth inside the interval between the ranks of those quantiles; reading the interval from sample
     quantiles instead under-covers by about 1 % at 200 draws), and its histogram (20 bins) for the figure.
-    Rest-frame azimuths are compared on the circle's representative nearest the posterior median."""
+    The azimuths modelled on the circle (names ending in ``_phi``) are compared on the circle's representative
+    nearest the posterior median; ``tt_dphi``, modelled on its interval, on that interval."""
     from scipy import stats
 
     out = {}
@@ -385,14 +393,18 @@ def calibration(draws: np.ndarray, truth: np.ndarray, names: Sequence[str], seed
     return out
 
 
-def top_mass_estimate(m_had: np.ndarray, m_lep: np.ndarray, weights: np.ndarray | None = None,
-                      n_boot: int = 50, seed: int = 0) -> dict[str, float]:
+def top_mass_estimate(m_had: np.ndarray, m_lep: np.ndarray, n_boot: int = 50, seed: int = 0) -> dict[str, float]:
     """The top mass of a sample: the median of both tops' masses pooled (the peak of a Breit-Wigner; the
-    tails of the truncated line shape do not move it), with a bootstrap error over events."""
-    m = np.concatenate([np.ravel(m_had), np.ravel(m_lep)])
+    tails of the truncated line shape do not move it), with a bootstrap error over events: ``m_had`` and
+    ``m_lep`` are ``(n,)`` or ``(draws, n)``, and a resampled event brings all its draws and both its tops."""
+    had, lep = np.atleast_2d(m_had), np.atleast_2d(m_lep)
+    n = had.shape[1]
     rng = np.random.default_rng(seed)
-    boots = [np.median(m[rng.integers(0, len(m), len(m))]) for _ in range(n_boot)]
-    return {"median": float(np.median(m)), "error": float(np.std(boots))}
+    boots = []
+    for _ in range(n_boot):
+        rows = rng.integers(0, n, n)
+        boots.append(np.median(np.concatenate([had[:, rows].ravel(), lep[:, rows].ravel()])))
+    return {"median": float(np.median(np.concatenate([had.ravel(), lep.ravel()]))), "error": float(np.std(boots))}
 
 
 def mass_shift_test(nominal: dict, shifted: dict[float, dict]) -> dict:

@@ -68,6 +68,7 @@ def evaluate(cfg, stored: dict, reweighted: dict, train: dict, reference: dict,
             "timing": {"closure_draws_per_second": n_closure / max(closure_seconds, 1e-9),
                        "posterior_draws_per_second": n_posterior / max(posterior_seconds, 1e-9)}}
         figures["unfolded"][seed] = (flat, weights)
+        figures.setdefault("per_event", {})[seed] = obs  # (draws, events) per observable
         figures["calibration"][seed] = cal
         figures["examples"][seed] = (ref["examples"], ref["example_truth"])
 
@@ -78,7 +79,7 @@ def evaluate(cfg, stored: dict, reweighted: dict, train: dict, reference: dict,
     shifts = [float(s) for s in u.mass_shifts]
     metrics["mass_shift"] = {}
     for seed in seeds:
-        obs = figures["unfolded"][seed][0]
+        obs = figures["per_event"][seed]
         nominal = {"truth": estimate(truth_obs["m_t_had"], truth_obs["m_t_lep"]),
                    "unfolded": estimate(obs["m_t_had"], obs["m_t_lep"])}
         shifted = {s: {"truth": estimate(stored[(seed, s)]["truth_m_t_had"], stored[(seed, s)]["truth_m_t_lep"]),
@@ -96,7 +97,7 @@ def evaluate(cfg, stored: dict, reweighted: dict, train: dict, reference: dict,
     message("IBU baseline")
     rng = np.random.default_rng(cfg.seed)
     n_train = min(len(train["obj_n_jets"]), 100_000)
-    sub = {k: v[:n_train] for k, v in train.items()}
+    sub = unf.with_truth({k: v[:n_train] for k, v in train.items()})
     train_truth = _obs(unf.regression_data(sub)[0], sub["obj_lepton_phi"], b_mass)
     train_reco = unf.reco_observables(sub)
     data_reco = unf.reco_observables(reference)
@@ -123,10 +124,10 @@ def evaluate(cfg, stored: dict, reweighted: dict, train: dict, reference: dict,
                 w = np.broadcast_to(rng.poisson(1.0, per_event.shape[1]) / k_draws, per_event.shape)
                 reps.append(np.histogram(per_event.ravel(), edges[k], weights=w.ravel())[0])
             boot.append(np.std(reps, axis=0, ddof=1))
-        flow = np.mean(flows, axis=0)
-        seed_var = np.var(flows, axis=0, ddof=1) if len(flows) > 1 else np.zeros_like(flow)
+        flow = np.mean(flows, axis=0)  # the seeds' mean: its model error is their spread over sqrt(seeds)
+        seed_var = np.var(flows, axis=0, ddof=1) / len(flows) if len(flows) > 1 else np.zeros_like(flow)
         flow_err = np.sqrt(np.mean(np.square(boot), axis=0) + seed_var)
-        ibu_err = ibu["stat_err"]
+        ibu_err = np.hypot(ibu["stat_err"], ibu["sys_err"])  # data and response-matrix statistics
         ok = (expected > 0) & (ibu_err > 0)
         nb = int(ok.sum())
 

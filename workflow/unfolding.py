@@ -287,14 +287,14 @@ class ReweightUnfolding(UnfoldingData, FlowTask, AnalysisWorkflow):
         cfg, shift = self.analysis_config, self.branch_data
         u = cfg.unfolding
         seed = u.seeds[0]
-        nominal = load_npz(self.input()["unfolded"].path, ("m_t_had", "m_t_lep"))  # the shifted pseudo-data
+        shifted = load_npz(self.input()["unfolded"].path, ("m_t_had", "m_t_lep"))  # nominal model
         data = self.training_data(self.requires()["training"])
         truth = unf.observables(unf.regression_data(data["train"])[0], data["train"]["obj_lepton_phi"],
                                 cfg.physics.b_mass)
         m0, width = cfg.physics.top.mass, cfg.physics.top.width
         edges = np.linspace(m0 - 15 * width, m0 + 15 * width, 61)
         weights = unf.prior_weights((truth["m_t_had"], truth["m_t_lep"]),
-                                    (np.ravel(nominal["m_t_had"]), np.ravel(nominal["m_t_lep"])), edges)
+                                    (np.ravel(shifted["m_t_had"]), np.ravel(shifted["m_t_lep"])), edges)
         label = f"unfolding flow reweighted to mt {shift:+g} (seed {seed})"
         fit, meta = _train(self, data, seed, weights, label)
         meta["weights"] = {"mean": float(weights.mean()), "min": float(weights.min()), "max": float(weights.max())}

@@ -115,14 +115,21 @@ def test_closure_and_calibration_measures_tell_right_from_wrong():
     assert unf.closure(draws[0, :, 0], truth, edges)["chi2_ndf"] < 1.5
     biased = unf.closure(draws[0, :, 0] + 0.2, truth, edges)
     assert biased["chi2_ndf"] > 2 and biased["max_ratio_deviation"] > 0.05
+    # several draws per event without weights: each counts 1 / draws, the same closure as with explicit weights
+    two = np.concatenate([draws[0, :, 0], draws[1, :, 0]])
+    assert unf.closure(two, truth, edges)["chi2_ndf"] == pytest.approx(
+        unf.closure(two, truth, edges, np.full(len(two), 0.5))["chi2_ndf"])
+    assert unf.closure(two, truth, edges)["chi2_ndf"] < 1.5
 
 
 def test_mass_shift_and_prior_reweighting():
     rng = np.random.default_rng(1)
-    nominal = {"truth": unf.top_mass_estimate(172.5 + rng.standard_cauchy(50_000) * 0.7, np.array([])),
-               "unfolded": unf.top_mass_estimate(172.5 + rng.standard_cauchy(50_000) * 0.7, np.array([]))}
-    shifted = {1.0: {"truth": unf.top_mass_estimate(173.5 + rng.standard_cauchy(50_000) * 0.7, np.array([])),
-                     "unfolded": unf.top_mass_estimate(172.6 + rng.standard_cauchy(50_000) * 0.7, np.array([]))}}
+    def estimate(center):
+        m = center + rng.standard_cauchy((2, 25_000)) * 0.7  # two draws per event
+        return unf.top_mass_estimate(m, center + rng.standard_cauchy((2, 25_000)) * 0.7)
+
+    nominal = {"truth": estimate(172.5), "unfolded": estimate(172.5)}
+    shifted = {1.0: {"truth": estimate(173.5), "unfolded": estimate(172.6)}}
     r = unf.mass_shift_test(nominal, shifted)["+1"]
     assert r["true_shift"] == pytest.approx(1.0, abs=0.05)
     assert r["bias"] == pytest.approx(-0.9, abs=0.1)  # the prior keeps the unfolded mass near the nominal
@@ -182,3 +189,5 @@ def test_configuration_of_the_unfolding_is_validated():
     d["samples"]["signal"]["top_mass_shift"] = 20.0
     with pytest.raises(ConfigError, match="top_mass_shift"):
         config_from_dict(d)
+    with pytest.raises(ConfigError, match="steps of 0.01"):
+        config_from_dict(tiny_config_dict(unfolding={"enabled": True, "mass_shifts": [1e-5]}))
