@@ -422,6 +422,11 @@ def mass_shift_test(nominal: dict, shifted: dict[float, dict]) -> dict:
     return out
 
 
+def top_mass_edges(mass: float, width: float, bins: int = 60) -> np.ndarray:
+    """The bins of the prior reweighting: the generator's truncated Breit-Wigner range, +- 15 widths."""
+    return np.linspace(mass - 15 * width, mass + 15 * width, bins + 1)
+
+
 def prior_weights(train_masses: tuple[np.ndarray, np.ndarray], unfolded_masses: tuple[np.ndarray, np.ndarray],
                   edges: np.ndarray) -> np.ndarray:
     """One iteration of the prior reweighting of Backes et al. (arXiv:2212.08674): per training event the ratio

@@ -1,17 +1,21 @@
-"""The measures of the unfolding flow from its stored outputs (:class:`workflow.unfolding.EvaluateUnfolding`):
+"""The unfolding flow applied to a sample (:func:`unfold_reference`, :func:`unfold_masses`: posterior draws and
+what is kept of them) and its measures from the stored outputs (:class:`workflow.unfolding.EvaluateUnfolding`):
 closure, calibration, C2ST, the IBU baseline, the top-mass shifts, timing, and the goals of issue 16 as pass/fail.
 
-``stored`` maps ``(seed, sample)`` to the arrays of :func:`workflow.unfolding.unfold_reference` (sample
-``"reference"``) and :func:`workflow.unfolding.unfold_masses` (a top-mass shift in GeV); ``reweighted`` maps a shift
+``stored`` maps ``(seed, sample)`` to the arrays of :func:`unfold_reference` (sample ``"reference"``) and
+:func:`unfold_masses` (a top-mass shift in GeV); ``reweighted`` maps a shift
 to the latter after one iteration of prior reweighting.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Callable
 
 import numpy as np
+
+from models.fit import sample_posterior
 
 from . import unfolding as unf
 from .fidelity import c2st_learning_curve
@@ -21,6 +25,54 @@ GOALS = {"closure_chi2_ndf": 1.5, "ratio_deviation": 0.02, "ks": 0.02, "coverage
 """The goals of issue 16 (upper limits)."""
 
 IBU_OBSERVABLES = ("m_tt", "pt_t_had")
+
+
+def _observable_matrix(params: np.ndarray, lepton_phi: np.ndarray, b_mass: float) -> np.ndarray:
+    """The closure observables of parametrised events as a last axis of len(OBSERVABLES)."""
+    obs = unf.observables(params, lepton_phi, b_mass)
+    return np.stack([obs[k] for k in unf.OBSERVABLES], axis=-1)
+
+
+EXAMPLES = 6
+"""Whole posteriors kept per seed for the figure of single events."""
+
+
+def unfold_reference(fit, objects: dict, samples: int, calibration_events: int, seed: int, b_mass: float,
+                     device: str = "cpu", message=lambda text: None, closure_draws: int = 1) -> dict[str, np.ndarray]:
+    """The closure draws (``closure_draws`` per event, all events: ``unfolded`` ``(closure_draws, n, 18)``), the
+    calibration (rank and interval coverage of the truth among ``samples`` draws, per target and observable, on
+    the first ``calibration_events`` events) and a few whole posteriors."""
+    truth, context = unf.regression_data(objects)
+    lphi = np.asarray(objects["obj_lepton_phi"], np.float64)
+    t0 = time.perf_counter()
+    closure, _ = sample_posterior(fit, context, closure_draws, seed=seed, device=device)
+    closure_seconds = time.perf_counter() - t0
+    n = min(calibration_events, len(truth))
+    message(f"seed {seed}: {samples} posterior draws for each of {n} events")
+    t0 = time.perf_counter()
+    draws, _ = sample_posterior(fit, tuple(c[:n] for c in context), samples, seed=seed + 1, device=device)
+    posterior_seconds = time.perf_counter() - t0
+    full_draws = np.concatenate([draws, _observable_matrix(draws, lphi[:n], b_mass)], axis=-1)
+    full_truth = np.concatenate([truth[:n], _observable_matrix(truth[:n], lphi[:n], b_mass)], axis=-1)
+    names = list(unf.TARGETS) + list(unf.OBSERVABLES)
+    cal = unf.calibration(full_draws, full_truth, names)
+    return {"truth": truth.astype(np.float32), "unfolded": closure.astype(np.float32),
+            "lepton_phi": lphi.astype(np.float32),
+            "calibration_names": np.array(names), "calibration_json": np.array(json.dumps(cal)),
+            "examples": full_draws[:, :EXAMPLES].transpose(1, 0, 2).astype(np.float32),
+            "example_truth": full_truth[:EXAMPLES].astype(np.float32),
+            "timing": np.array([closure_seconds, len(truth) * closure_draws, posterior_seconds, n * samples])}
+
+
+def unfold_masses(fit, objects: dict, draws: int, seed: int, b_mass: float, device: str = "cpu") -> dict:
+    """``draws`` posterior draws per event of the two top masses, and their truth."""
+    truth, context = unf.regression_data(objects)
+    lphi = np.asarray(objects["obj_lepton_phi"], np.float64)
+    x, _ = sample_posterior(fit, context, draws, seed=seed + 2, device=device)
+    obs = unf.observables(x, lphi, b_mass)
+    true = unf.observables(truth, lphi, b_mass)
+    return {"m_t_had": obs["m_t_had"].astype(np.float32), "m_t_lep": obs["m_t_lep"].astype(np.float32),
+            "truth_m_t_had": true["m_t_had"].astype(np.float32), "truth_m_t_lep": true["m_t_lep"].astype(np.float32)}
 
 
 def _obs(params: np.ndarray, lphi: np.ndarray, b_mass: float) -> dict[str, np.ndarray]:

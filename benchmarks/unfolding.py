@@ -27,7 +27,8 @@ from models.fit import sample_posterior
 from models.io import load_conditional
 
 
-def _one(store: Path, task: str, name: str, *parts: str) -> Path:
+def stored(store: Path, task: str, name: str, *parts: str) -> Path:
+    """``<store>/<task>/<name>-<digest>/<parts...>`` of the one stored configuration named ``name``."""
     levels = sorted((store / task).glob(f"{name}-*"))
     if len(levels) != 1:
         raise SystemExit(f"{store}: expected one {task}/{name}-* directory, found {[p.name for p in levels]}")
@@ -47,9 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
-    fit, meta = load_conditional(_one(args.store, "TrainUnfolding", cfg.name, args.version, f"seed_{args.seed}",
+    fit, meta = load_conditional(stored(args.store, "TrainUnfolding", cfg.name, args.version, f"seed_{args.seed}",
                                       "model.pt"), "TrainUnfolding")
-    skim = _one(args.store, "Skim", cfg.name, args.version)
+    skim = stored(args.store, "Skim", cfg.name, args.version)
     files = sorted(str(p) for p in skim.glob("background_[0-9]*.root"))
     objects = unf.with_truth(split_objects(read_objects(files), cfg.partition, cfg.seed, "background")["reference"])
     _, context = unf.regression_data(objects)

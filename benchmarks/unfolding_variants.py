@@ -24,6 +24,7 @@ from analysis.config import load_config
 from analysis.io import write_json
 from analysis.ntuple import read_objects
 from analysis.partition import split_objects, split_rows
+from benchmarks.unfolding import stored
 from models.features import Feature, FeatureTable
 from models.fit import fit_conditional, sample_posterior
 from models.registry import hyperparameters
@@ -49,10 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     variant = args.variant
     cfg = load_config(args.config)
     u = cfg.unfolding
-    skims = sorted((args.store / "Skim").glob(f"{cfg.name}-*"))
-    if len(skims) != 1:
-        raise SystemExit(f"{args.store}: expected one Skim/{cfg.name}-* directory, found {skims}")
-    base = skims[0] / args.version
+    base = stored(args.store, "Skim", cfg.name, args.version)
     train_obj = unf.with_truth(read_objects(sorted(map(str, base.glob("background_unfolding_[0-9]*.root")))))
     ref = unf.with_truth(split_objects(read_objects(sorted(map(str, base.glob("background_[0-9]*.root")))),
                                        cfg.partition, cfg.seed, "background")["reference"])

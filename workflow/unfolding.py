@@ -10,9 +10,6 @@ The physics lives in :mod:`analysis.unfolding`, the model in :mod:`models.fit`.
 
 from __future__ import annotations
 
-import json
-import time
-
 import numpy as np
 
 from analysis import unfolding as unf
@@ -21,7 +18,8 @@ from analysis.io import InputError, atomic_directory, atomic_path, load_npz, wri
 from analysis.ntuple import read_objects
 from analysis.partition import split_objects, split_rows
 from analysis.plotting import plot_training_history
-from models.fit import fit_conditional, sample_posterior
+from analysis.unfolding_eval import unfold_masses, unfold_reference
+from models.fit import fit_conditional
 from models.io import load_conditional, save_conditional
 from models.registry import hyperparameters
 from workflow.base import AnalysisTask, AnalysisWorkflow
@@ -153,11 +151,6 @@ class TrainUnfolding(UnfoldingData, FlowTask, AnalysisWorkflow):
         _save(self, fit, meta, label)
 
 
-def _observable_matrix(params: np.ndarray, lepton_phi: np.ndarray, b_mass: float) -> np.ndarray:
-    obs = unf.observables(params, lepton_phi, b_mass)
-    return np.stack([obs[k] for k in unf.OBSERVABLES], axis=-1)
-
-
 class UnfoldSample(UnfoldingData, FlowTask, AnalysisWorkflow):
     """One branch per (seed, sample): ``reference`` (the background's reference partition: ``closure_draws``
     posterior draws per event for the closure, ``unfolding.samples`` draws for the first ``evaluation_events`` events for the
@@ -206,48 +199,6 @@ class UnfoldSample(UnfoldingData, FlowTask, AnalysisWorkflow):
                 np.savez(f, **result)
 
 
-EXAMPLES = 6
-"""Whole posteriors kept per seed for the figure of single events."""
-
-
-def unfold_reference(fit, objects: dict, samples: int, calibration_events: int, seed: int, b_mass: float,
-                     device: str = "cpu", message=lambda text: None, closure_draws: int = 1) -> dict[str, np.ndarray]:
-    """The closure draws (``closure_draws`` per event, all events: ``unfolded`` ``(closure_draws, n, 18)``), the
-    calibration (rank and interval coverage of the truth among ``samples`` draws, per target and observable, on
-    the first ``calibration_events`` events) and a few whole posteriors."""
-    truth, context = unf.regression_data(objects)
-    lphi = np.asarray(objects["obj_lepton_phi"], np.float64)
-    t0 = time.perf_counter()
-    closure, _ = sample_posterior(fit, context, closure_draws, seed=seed, device=device)
-    closure_seconds = time.perf_counter() - t0
-    n = min(calibration_events, len(truth))
-    message(f"seed {seed}: {samples} posterior draws for each of {n} events")
-    t0 = time.perf_counter()
-    draws, _ = sample_posterior(fit, tuple(c[:n] for c in context), samples, seed=seed + 1, device=device)
-    posterior_seconds = time.perf_counter() - t0
-    full_draws = np.concatenate([draws, _observable_matrix(draws, lphi[:n], b_mass)], axis=-1)
-    full_truth = np.concatenate([truth[:n], _observable_matrix(truth[:n], lphi[:n], b_mass)], axis=-1)
-    names = list(unf.TARGETS) + list(unf.OBSERVABLES)
-    cal = unf.calibration(full_draws, full_truth, names)
-    return {"truth": truth.astype(np.float32), "unfolded": closure.astype(np.float32),
-            "lepton_phi": lphi.astype(np.float32),
-            "calibration_names": np.array(names), "calibration_json": np.array(json.dumps(cal)),
-            "examples": full_draws[:, :EXAMPLES].transpose(1, 0, 2).astype(np.float32),
-            "example_truth": full_truth[:EXAMPLES].astype(np.float32),
-            "timing": np.array([closure_seconds, len(truth) * closure_draws, posterior_seconds, n * samples])}
-
-
-def unfold_masses(fit, objects: dict, draws: int, seed: int, b_mass: float, device: str = "cpu") -> dict:
-    """``draws`` posterior draws per event of the two top masses, and their truth."""
-    truth, context = unf.regression_data(objects)
-    lphi = np.asarray(objects["obj_lepton_phi"], np.float64)
-    x, _ = sample_posterior(fit, context, draws, seed=seed + 2, device=device)
-    obs = unf.observables(x, lphi, b_mass)
-    true = unf.observables(truth, lphi, b_mass)
-    return {"m_t_had": obs["m_t_had"].astype(np.float32), "m_t_lep": obs["m_t_lep"].astype(np.float32),
-            "truth_m_t_had": true["m_t_had"].astype(np.float32), "truth_m_t_lep": true["m_t_lep"].astype(np.float32)}
-
-
 class ReweightUnfolding(UnfoldingData, FlowTask, AnalysisWorkflow):
     """One branch per top-mass shift (``unfolding.reweight``): one iteration of the prior reweighting (Backes
     et al.): the first seed's training events reweighted by the ratio of the unfolded top-mass distribution of
@@ -291,10 +242,9 @@ class ReweightUnfolding(UnfoldingData, FlowTask, AnalysisWorkflow):
         data = self.training_data(self.requires()["training"])
         truth = unf.observables(unf.regression_data(data["train"])[0], data["train"]["obj_lepton_phi"],
                                 cfg.physics.b_mass)
-        m0, width = cfg.physics.top.mass, cfg.physics.top.width
-        edges = np.linspace(m0 - 15 * width, m0 + 15 * width, 61)
         weights = unf.prior_weights((truth["m_t_had"], truth["m_t_lep"]),
-                                    (np.ravel(shifted["m_t_had"]), np.ravel(shifted["m_t_lep"])), edges)
+                                    (np.ravel(shifted["m_t_had"]), np.ravel(shifted["m_t_lep"])),
+                                    unf.top_mass_edges(cfg.physics.top.mass, cfg.physics.top.width))
         label = f"unfolding flow reweighted to mt {shift:+g} (seed {seed})"
         fit, meta = _train(self, data, seed, weights, label)
         meta["weights"] = {"mean": float(weights.mean()), "min": float(weights.min()), "max": float(weights.max())}
