@@ -14,7 +14,7 @@ import torch
 import zuko
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torch.distributions import Categorical, Distribution, constraints
+from torch.distributions import Distribution, constraints
 
 
 class AutoregressiveMoG(Distribution):
@@ -65,36 +65,57 @@ class AutoregressiveMoG(Distribution):
 
     @torch.no_grad()
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        """Autoregressive sampling, one feature at a time, evaluating only what that feature's parameters
-        depend on: the output rows of feature ``i`` and, in every hidden layer, the units that see only
-        features ``< i`` (MADE's masks guarantee nothing else reaches them). With the units sorted by the last
-        feature they see, these are prefixes of the weight matrices; on average a third of the full network's
-        work per feature: with 256 hidden units, 18,800 instead of 4,100 events/s on 2 cores (README)."""
+        """Autoregressive sampling, one feature at a time, computing every hidden unit once.
+
+        With the units of each hidden layer sorted by the last input feature they see (MADE's masks guarantee
+        nothing else reaches them), the units that feature ``i``'s parameters depend on are a prefix of each
+        layer, and those a feature adds are the units that see feature ``i - 1`` last: the hidden layers are
+        filled incrementally, one block of units per feature, from the blocks already computed (the caching of
+        MADE's sampling pass; Germain et al., ICML 2015). The whole draw costs one pass of the hidden layers
+        plus every feature's output rows: with 256 hidden units and 28+ features, 2.5-3x fewer operations than
+        re-evaluating each feature's prefix (README *Performance*)."""
         sample_shape = torch.Size(sample_shape)
         p = next(self.net.parameters())
+        kw = {"dtype": p.dtype, "device": p.device}
+        # feature-major layout (one row per input or unit, one column per event): every prefix is contiguous
         if self.c is None:
             n, nc = int(math.prod(sample_shape)) if len(sample_shape) else 1, 0
-            inputs = torch.zeros(n, self.d, dtype=p.dtype, device=p.device)
+            inputs = torch.zeros(self.d, n, **kw)
         else:
             nc = self.c.shape[-1]
             ctx = self.c.expand(*sample_shape, *self.c.shape).reshape(-1, nc)
             n = len(ctx)
-            inputs = torch.cat([ctx.to(p.dtype), torch.zeros(n, self.d, dtype=p.dtype, device=p.device)], dim=1)
-        x = inputs[:, nc:]
+            inputs = torch.cat([ctx.to(p.dtype).T, torch.zeros(self.d, n, **kw)], dim=0)
+        x = inputs[nc:]
         layers, width = self._sorted_layers(nc), 3 * self.k
+        features = torch.arange(self.d, device=p.device)
+        # per hidden layer: its activations (filled block by block) and, per feature i, the units seeing < i
+        hidden = [(torch.empty(len(bias), n, **kw), torch.searchsorted(last, features).tolist())
+                  for _, bias, last, _ in layers[:-1]]
+        done = [0] * len(hidden)
         for i in range(self.d):
-            h, cols = inputs, nc + i  # units of the previous layer that see only the context and features < i
-            for weight, bias, last_seen, activation in layers[:-1]:
-                units = int(torch.searchsorted(last_seen, torch.tensor(i, device=last_seen.device)))
-                h = activation(F.linear(h[:, :cols], weight[:units, :cols], bias[:units]))
-                cols = units
+            h, rows_in = inputs, nc + i  # rows of the previous layer that see only the context and features < i
+            for j, ((weight, bias, _, activation), (buffer, counts)) in enumerate(zip(layers[:-1], hidden)):
+                units = counts[i]
+                if units > done[j]:  # the units whose last input is feature i - 1 (or the context, for i = 0)
+                    new = slice(done[j], units)
+                    buffer[new] = activation(torch.addmm(bias[new, None], weight[new, :rows_in], h[:rows_in]))
+                    done[j] = units
+                h, rows_in = buffer, units
             weight, bias, _, _ = layers[-1]
             rows = slice(i * width, (i + 1) * width)
-            logits, mu, log_sigma = self._split(
-                F.linear(h[:, :cols], weight[rows, :cols], bias[rows]).unflatten(-1, (3, self.k)))
-            k = Categorical(logits=logits).sample().unsqueeze(-1)
-            x[:, i] = (mu.gather(-1, k) + torch.exp(log_sigma.gather(-1, k)) * torch.randn_like(mu[:, :1]))[:, 0]
-        return x.reshape(*sample_shape, *self.batch_shape, self.d)
+            logits, mu, raw_sigma = torch.addmm(bias[rows, None], weight[rows, :rows_in], h[:rows_in]).split(self.k)
+            # the component by inverse transform of the mixture weights (one uniform per event), then the
+            # Gaussian of that component; the width is bounded as in _split, for the chosen component only
+            cdf = torch.exp(logits - logits.amax(0, keepdim=True)).cumsum(0)
+            u = torch.rand(1, n, **kw) * cdf[-1:]
+            k = (cdf <= u).sum(0, keepdim=True).clamp_(max=self.k - 1)  # the first j with cdf_j > u
+            log_sigma = 5.0 * torch.tanh(raw_sigma.gather(0, k) / 5.0)
+            x[i] = (mu.gather(0, k) + torch.exp(log_sigma) * torch.randn(1, n, **kw))[0]
+        if not torch.isfinite(x).all():
+            raise ValueError("MADE-MoG sampling produced non-finite values: the network's outputs are not finite "
+                             "(a corrupt or diverged model)")
+        return x.T.contiguous().reshape(*sample_shape, *self.batch_shape, self.d)
 
     def _sorted_layers(self, context: int = 0) -> list[tuple[Tensor, Tensor, Tensor, nn.Module]]:
         """Per masked layer: masked weight and bias with the hidden units sorted by the last input feature

@@ -83,25 +83,36 @@ def test_saved_generator_reloads_with_identical_log_probs(tmp_path, flow_data):
     assert torch.load(path, weights_only=True)["format"] == "hepflows-flow-2"
 
 
+def _full_pass_sample(dist, n: int) -> torch.Tensor:
+    """Reference draw of an AutoregressiveMoG: feature by feature from the full network's parameters (``_params``,
+    what ``log_prob`` uses), the component by inverse transform of the softmax weights with one uniform per event,
+    then one standard normal per event: the random numbers the cached sampler consumes, in its order."""
+    x = torch.zeros(n, dist.d)
+    for i in range(dist.d):
+        logits, mu, log_sigma = (t[:, i] for t in dist._params(x))
+        u = torch.rand(1, n)[0]
+        cdf = torch.softmax(logits, dim=-1).cumsum(-1)
+        k = (cdf <= u[:, None] * cdf[:, -1:]).sum(-1, keepdim=True).clamp(max=dist.k - 1)
+        x[:, i] = (mu.gather(-1, k) + torch.exp(log_sigma.gather(-1, k)) * torch.randn(1, n)[0][:, None])[:, 0]
+    return x
+
+
 def test_made_mog_sampling_matches_its_full_network_pass():
-    """The sampler evaluates only the drawn feature's output rows; with the same random numbers it must give
-    what drawing from the full network's parameters (``_params``, used by ``log_prob``) gives."""
+    """The sampler computes each hidden unit once (blocks per feature) and only the drawn feature's output rows;
+    with the same random numbers it must give what drawing from the full network's parameters (``_params``, used
+    by ``log_prob``) gives."""
     torch.manual_seed(0)
     dist = build("made_mog", 5, {"components": 3, "hidden_features": [16, 16]})()
     torch.manual_seed(7)
     fast = dist.sample((300,))
     torch.manual_seed(7)
-    x = torch.zeros(300, 5)
-    for i in range(5):
-        logits, mu, log_sigma = (t[:, i] for t in dist._params(x))
-        k = torch.distributions.Categorical(logits=logits).sample().unsqueeze(-1)
-        x[:, i] = (mu.gather(-1, k) + torch.exp(log_sigma.gather(-1, k)) * torch.randn_like(mu[:, :1]))[:, 0]
+    x = _full_pass_sample(dist, 300)
     torch.testing.assert_close(fast, x, rtol=1e-5, atol=1e-5)
     assert torch.isfinite(dist.log_prob(fast)).all()
 
 
 def test_conditional_made_mog_sampling_matches_its_full_network_pass():
-    """With a context, the inputs are ``[c, x]`` and the prefix sampler must still reproduce, draw for draw, the
+    """With a context, the inputs are ``[c, x]`` and the cached sampler must still reproduce, draw for draw, the
     full network's parameters; one sample per context row, ``sample((m,))`` of shape ``(m, n, features)``."""
     torch.manual_seed(0)
     model = build("made_mog", 4, {"components": 3, "hidden_features": [16, 16]}, context=3)
@@ -111,11 +122,7 @@ def test_conditional_made_mog_sampling_matches_its_full_network_pass():
     torch.manual_seed(7)
     fast = dist.sample()
     torch.manual_seed(7)
-    x = torch.zeros(200, 4)
-    for i in range(4):
-        logits, mu, log_sigma = (t[:, i] for t in dist._params(x))
-        k = torch.distributions.Categorical(logits=logits).sample().unsqueeze(-1)
-        x[:, i] = (mu.gather(-1, k) + torch.exp(log_sigma.gather(-1, k)) * torch.randn_like(mu[:, :1]))[:, 0]
+    x = _full_pass_sample(dist, 200)
     torch.testing.assert_close(fast, x, rtol=1e-5, atol=1e-5)
     assert dist.log_prob(fast).shape == (200,)
     with pytest.raises(ValueError, match="context of size 3"):
@@ -197,3 +204,22 @@ def test_rejection_keeps_the_restricted_density_and_records_the_acceptance(tmp_p
     stored = read_metadata(restricted)
     assert stored["acceptance"] == pytest.approx(meta["acceptance"]) and 0.05 < stored["acceptance"] < 0.99
     assert stored["log_acceptance"] == pytest.approx(np.log(stored["acceptance"]))
+
+
+def test_made_mog_first_feature_follows_its_exact_mixture():
+    """The first feature's parameters depend on nothing: its samples must follow that one Gaussian mixture
+    (KS test against the mixture's exact CDF, 20k draws), so the component choice and widths are right."""
+    from scipy import stats
+
+    torch.manual_seed(4)
+    dist = build("made_mog", 3, {"components": 4, "hidden_features": [16]})()
+    with torch.no_grad():
+        for prm in dist.net.parameters():  # spread the components so that a wrong choice would show
+            prm.add_(torch.randn_like(prm))
+        logits, mu, log_sigma = (t[0, 0].double().numpy() for t in dist._params(torch.zeros(1, 3)))
+    torch.manual_seed(5)
+    x0 = dist.sample((20_000,))[:, 0].double().numpy()
+    w = np.exp(logits - logits.max())
+    w /= w.sum()
+    cdf = lambda v: np.sum(w * stats.norm.cdf((np.asarray(v)[..., None] - mu) / np.exp(log_sigma)), axis=-1)
+    assert stats.kstest(x0, cdf).pvalue > 1e-3
