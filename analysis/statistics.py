@@ -28,12 +28,94 @@ import functools
 import math
 from typing import Any, Mapping, Sequence
 
+import numba
 import numpy as np
 from scipy import optimize, stats
+
+from .numeric import pairwise_sum
 
 #: expected-limit bands, in units of the standard deviation of the background-only expectation
 BANDS: tuple[int, ...] = (-2, -1, 0, 1, 2)
 _GAMMA_MIN = 1e-10  # pyhf's lower bound of staterror gammas
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _quadratic_gamma(c: np.ndarray, a: np.ndarray, n: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    """Per-bin gamma minimising lambda - n ln(lambda) + (gamma - 1)^2 / (2 s2), lambda = c + a gamma:
+    the largest root of a gamma^2 + (a^2 s2 + c - a) gamma + (a s2 c - n a s2 - c) = 0 (in the numerically
+    stable form q = -(B + sign(B) sqrt(disc)) / 2, roots q / A and C / q), at least :data:`_GAMMA_MIN`."""
+    out = np.empty(c.shape[0])
+    for i in range(c.shape[0]):
+        A = a[i]
+        B = a[i] * a[i] * s2[i] + c[i] - a[i]
+        C = a[i] * s2[i] * c[i] - n[i] * a[i] * s2[i] - c[i]
+        v = B * B - 4.0 * A * C
+        if v < 0.0:
+            v = 0.0
+        disc = np.sqrt(v)
+        q = -0.5 * (B + (disc if B >= 0 else -disc))
+        r1 = q / A
+        r2 = C / q if q != 0 else -np.inf
+        m = r1 if (r1 >= r2 or r1 != r1) else r2  # np.maximum: NaN propagates
+        out[i] = m if (m >= _GAMMA_MIN or m != m) else _GAMMA_MIN
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _profile_two(c: np.ndarray, a: np.ndarray, n: np.ndarray, s2: np.ndarray, r2: np.ndarray
+                 ) -> tuple[np.ndarray, float, np.ndarray]:
+    """Per-bin staterror gamma x (Gaussian width^2 ``s2``) and generator factor y (width^2 ``r2``) minimising
+    lambda - n ln(lambda) + (x - 1)^2 / (2 s2) + (y - 1)^2 / (2 r2), lambda = c + a x y: the quadratic of the
+    combined width as the start, then Newton steps on (x, y) per bin, halved while any lambda would turn
+    non-positive, until the largest step is below 1e-12 (30 at most). Returns (x y, the constraint terms, x)."""
+    k = c.shape[0]
+    p = _quadratic_gamma(c, a, n, s2 + r2)
+    x = np.empty(k)
+    y = np.empty(k)
+    for i in range(k):
+        x[i] = 1.0 + (p[i] - 1.0) * s2[i] / (s2[i] + r2[i])
+        y[i] = 1.0 + (p[i] - 1.0) * r2[i] / (s2[i] + r2[i])
+    dx, dy, nx, ny = np.empty(k), np.empty(k), np.empty(k), np.empty(k)
+    for _ in range(30):
+        for i in range(k):
+            lam = c[i] + a[i] * x[i] * y[i]
+            w = 1.0 - n[i] / lam
+            q = n[i] / (lam * lam)
+            fx = w * a[i] * y[i] + (x[i] - 1.0) / s2[i]
+            fy = w * a[i] * x[i] + (y[i] - 1.0) / r2[i]
+            hxx = q * a[i] * a[i] * y[i] * y[i] + 1.0 / s2[i]
+            hyy = q * a[i] * a[i] * x[i] * x[i] + 1.0 / r2[i]
+            hxy = q * a[i] * a[i] * x[i] * y[i] + w * a[i]
+            det = hxx * hyy - hxy * hxy
+            dx[i] = (hyy * fx - hxy * fy) / det
+            dy[i] = (hxx * fy - hxy * fx) / det
+        step = 1.0
+        for _ in range(30):  # keep lambda positive
+            positive = True
+            for i in range(k):
+                nx[i] = x[i] - step * dx[i]
+                ny[i] = y[i] - step * dy[i]
+                if not (c[i] + a[i] * nx[i] * ny[i] > 0):
+                    positive = False
+            if positive:
+                break
+            step *= 0.5
+        mx, my = 0.0, 0.0  # max |dx|, max |dy| with NaN propagating (np.max), then Python's max of the two
+        for i in range(k):
+            ax, ay = abs(dx[i]), abs(dy[i])
+            if ax > mx or ax != ax:
+                mx = ax if mx == mx else mx
+            if ay > my or ay != ay:
+                my = ay if my == my else my
+        for i in range(k):
+            x[i] = nx[i] if (nx[i] >= _GAMMA_MIN or nx[i] != nx[i]) else _GAMMA_MIN
+            y[i] = ny[i]
+        if (my if my > mx else mx) * step < 1e-12:  # quadratic convergence: done
+            break
+    terms = np.empty(k)
+    for i in range(k):
+        terms[i] = (x[i] - 1.0) * (x[i] - 1.0) / (2 * s2[i]) + (y[i] - 1.0) * (y[i] - 1.0) / (2 * r2[i])
+    return x * y, pairwise_sum(terms), x
 
 
 class StatisticsError(ValueError):
@@ -237,20 +319,6 @@ class ChannelModel:
         hi, lo = self.syst
         return (hi ** theta, math.log(hi)) if theta >= 0 else (lo ** -theta, -math.log(lo))
 
-    @staticmethod
-    def _quadratic_gamma(c: np.ndarray, a: np.ndarray, n: np.ndarray, s2: np.ndarray) -> np.ndarray:
-        """Per-bin gamma minimising lambda - n ln(lambda) + (gamma - 1)^2 / (2 s2), lambda = c + a gamma:
-        the largest root of a gamma^2 + (a^2 s2 + c - a) gamma + (a s2 c - n a s2 - c) = 0."""
-        A = a
-        B = a * a * s2 + c - a
-        C = a * s2 * c - n * a * s2 - c
-        disc = np.sqrt(np.maximum(B * B - 4 * A * C, 0.0))
-        q = -0.5 * (B + np.where(B >= 0, disc, -disc))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r1 = q / A
-            r2 = np.where(q != 0, C / q, -np.inf)
-        return np.maximum(np.maximum(r1, r2), _GAMMA_MIN)
-
     def _profile_bins(self, c: np.ndarray, a: np.ndarray, n: np.ndarray,
                       gen: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """Profile the per-bin nuisance parameters at fixed global ones: lambda = c + a x y with the staterror
@@ -259,42 +327,18 @@ class ChannelModel:
 
         One kind alone: the stationarity condition is a quadratic (closed form). Both: the quadratic of the
         combined width sqrt(stat_rel^2 + gen_rel^2) gives a start within second order, then Newton steps on
-        (x, y) per bin (vectorised, 2x2 Hessians) converge to machine precision. ``gen``: the generator widths
-        relative to the current background (they change when the coherent shape moves it). Returns (x y per bin,
-        their constraint terms in the NLL, the staterror gamma x alone)."""
+        (x, y) per bin (2x2 Hessians) converge to machine precision. ``gen``: the generator widths relative to
+        the current background (they change when the coherent shape moves it). Returns (x y per bin, their
+        constraint terms in the NLL, the staterror gamma x alone). Compiled (:func:`_quadratic_gamma`,
+        :func:`_profile_two`): the limit scan profiles about 10^6 times."""
         st = self.stat_rel
         if st is None and gen is None:
             return np.ones_like(a), 0.0, np.ones_like(a)
         if gen is None or st is None:
             s2 = (st if gen is None else gen) ** 2
-            x = self._quadratic_gamma(c, a, n, s2)
+            x = _quadratic_gamma(c, a, n, s2)
             return x, float(np.sum((x - 1.0) ** 2 / (2 * s2))), (x if gen is None else np.ones_like(a))
-        s2, r2 = st ** 2, np.maximum(gen, 1e-12) ** 2
-        p = self._quadratic_gamma(c, a, n, s2 + r2)
-        x = 1.0 + (p - 1.0) * s2 / (s2 + r2)
-        y = 1.0 + (p - 1.0) * r2 / (s2 + r2)
-        for _ in range(30):
-            lam = c + a * x * y
-            w = 1.0 - n / lam
-            q = n / (lam * lam)
-            fx = w * a * y + (x - 1.0) / s2
-            fy = w * a * x + (y - 1.0) / r2
-            hxx = q * a * a * y * y + 1.0 / s2
-            hyy = q * a * a * x * x + 1.0 / r2
-            hxy = q * a * a * x * y + w * a
-            det = hxx * hyy - hxy * hxy
-            dx = (hyy * fx - hxy * fy) / det
-            dy = (hxx * fy - hxy * fx) / det
-            step = 1.0
-            for _ in range(30):  # keep lambda positive
-                nx, ny = x - step * dx, y - step * dy
-                if np.all(c + a * nx * ny > 0):
-                    break
-                step *= 0.5
-            x, y = np.maximum(nx, _GAMMA_MIN), ny
-            if max(np.max(np.abs(dx)), np.max(np.abs(dy))) * step < 1e-12:  # quadratic convergence: done
-                break
-        return x * y, float(np.sum((x - 1.0) ** 2 / (2 * s2) + (y - 1.0) ** 2 / (2 * r2))), x
+        return _profile_two(c, a, n, st ** 2, np.maximum(gen, 1e-12) ** 2)
 
     def _nll_and_grad(self, glob: np.ndarray, mu: float, n: np.ndarray) -> tuple[float, np.ndarray]:
         """NLL (up to a constant) with gammas profiled, and its gradient in the global parameters
