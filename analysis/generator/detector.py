@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import DetectorConfig
+from . import kernels
 from . import kinematics as kin
 from .processes import ELECTRON_MASS, MUON_MASS, PartonLevel
 
@@ -54,11 +55,8 @@ class RecoEvents:
 
 def _pad_select(values: dict[str, np.ndarray], keep: np.ndarray, order_key: np.ndarray) -> Collection:
     """Order the kept entries of padded ``(n, k)`` arrays by ``order_key`` (descending) and flatten them."""
-    key = np.where(keep, -order_key, np.inf)
-    order = np.argsort(key, axis=1, kind="stable")
-    kept = np.take_along_axis(keep, order, axis=1)
-    counts = keep.sum(axis=1)
-    fields = {name: np.take_along_axis(v, order, axis=1)[kept] for name, v in values.items()}
+    flat, counts = kernels.ordered_selection(keep, order_key)
+    fields = {name: v.reshape(-1)[flat] for name, v in values.items()}
     return Collection(counts=counts, fields=fields)
 
 
@@ -96,20 +94,15 @@ def merge_close_partons(p4: np.ndarray, valid: np.ndarray, flavour: np.ndarray, 
     if owner is not None:
         owner[...] = np.arange(valid.shape[1])
     k = valid.shape[1]
-    i_pair, j_pair = np.triu_indices(k, 1)
     rows = np.arange(valid.shape[0])
     for _ in range(k - 1):
         if rows.size == 0:
             break
         sub = p4[rows]
-        eta, phi = kin.eta(sub), kin.phi(sub)
-        d2 = (eta[:, i_pair] - eta[:, j_pair]) ** 2 + kin.delta_phi(phi[:, i_pair], phi[:, j_pair]) ** 2
-        v = valid[rows]
-        d2 = np.where(v[:, i_pair] & v[:, j_pair], d2, np.inf)
-        best = np.argmin(d2, axis=1)
-        merge = np.take_along_axis(d2, best[:, None], axis=1)[:, 0] < dr * dr
+        best_i, best_j, d2 = kernels.closest_pairs(kin.eta(sub), kin.phi(sub), valid[rows])
+        merge = d2 < dr * dr
         r = rows[merge]
-        i, j = i_pair[best[merge]], j_pair[best[merge]]
+        i, j = best_i[merge], best_j[merge]
         harder_is_j = kin.pt(p4[r, j]) > kin.pt(p4[r, i])
         index[r, i] = np.where(harder_is_j, index[r, j], index[r, i])
         flavour[r, i] = np.maximum(flavour[r, i], flavour[r, j])
@@ -169,11 +162,8 @@ def _isolation(lep: np.ndarray, partons: np.ndarray, valid: np.ndarray, cone: np
     """Relative isolation of leptons ``(n, L, 4)`` with cone sizes ``cone`` ``(n, L)``: the pT of the parton
     activity inside the cone, each parton weighted by its overlap ``1 - dR/cone``."""
     lpt = np.maximum(kin.pt(lep), 1e-6)
-    d_eta = kin.eta(lep)[:, :, None] - kin.eta(partons)[:, None, :]
-    d_phi = kin.delta_phi(kin.phi(lep)[:, :, None], kin.phi(partons)[:, None, :])
-    d_r = np.sqrt(d_eta**2 + d_phi**2)
-    overlap = np.clip(1.0 - d_r / cone[..., None], 0.0, None) * valid[:, None, :]
-    return (overlap * kin.pt(partons)[:, None, :]).sum(axis=-1) / lpt
+    return kernels.isolation_sums(kin.eta(lep), kin.phi(lep), kin.eta(partons), kin.phi(partons),
+                                  kin.pt(partons), valid, cone) / lpt
 
 
 def simulate(rng: np.random.Generator, truth: PartonLevel, det: DetectorConfig) -> RecoEvents:
