@@ -62,9 +62,16 @@ _SOFT_LEPTON = ("nMuons", "nElectrons", "muEF", "chEmEF")  # NanoAOD's soft-lept
 _NEUTRINOS = (12, 14, 16)
 
 
-def _padded(values, width: int = MAX_OBJECT_JETS, dtype=np.float32) -> np.ndarray:
-    """A jagged per-event array as ``(n, width)``, clipped and zero-padded."""
-    return ak.to_numpy(ak.fill_none(ak.pad_none(values, width, clip=True), 0)).astype(dtype)
+def _padded(values, width: int = MAX_OBJECT_JETS, dtype=np.float32, fill=0) -> np.ndarray:
+    """A jagged per-event array as ``(n, width)``, clipped and padded with ``fill`` (what
+    ``ak.fill_none(ak.pad_none(values, width, clip=True), fill)`` gives, by one numpy scatter)."""
+    counts = ak.to_numpy(ak.num(values, axis=1))
+    flat = ak.to_numpy(ak.flatten(values, axis=1))
+    local = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
+    keep = local < width
+    out = np.full((len(counts), width), fill, dtype=dtype)
+    out[np.repeat(np.arange(len(counts)), counts)[keep], local[keep]] = flat[keep]
+    return out
 
 
 def object_columns(events, leptons, jets, btag, sel: np.ndarray, met) -> dict[str, np.ndarray]:
@@ -89,29 +96,35 @@ def object_columns(events, leptons, jets, btag, sel: np.ndarray, met) -> dict[st
         if _has(jets, k):
             out[f"obj_jet_{k}"] = _padded(j[k], dtype=np.int32 if k.startswith("n") else np.float32)
     if "GenPart" in events.fields and _has(jets, "genPartIdx"):
+        # the truth record as padded (n, G) arrays (padding: pdgId 0, no mother), looked up with numpy
         gen = events.GenPart[sel]
-        idx = j["genPartIdx"]
-        matched = idx >= 0
-        safe = ak.where(matched, idx, 0)
-        for k in ("pt", "eta", "phi", "mass", "pdgId"):
-            values = ak.where(matched, gen[k][safe], 0)
-            out[f"truth_jet_parton_{k}"] = _padded(values, dtype=np.int32 if k == "pdgId" else np.float32)
-        if _has(jets, "hadronFlavour"):
-            out["truth_jet_hadronFlavour"] = _padded(j["hadronFlavour"], dtype=np.int32)
-        mother = gen.genPartIdxMother
-        mother_id = ak.where(mother >= 0, gen.pdgId[ak.where(mother >= 0, mother, 0)], 0)
-        is_nu = (abs(gen.pdgId) == _NEUTRINOS[0]) | (abs(gen.pdgId) == _NEUTRINOS[1]) | (abs(gen.pdgId) == _NEUTRINOS[2])
-        nu = gen[is_nu & (abs(mother_id) == 24)]
-        first = ak.firsts(nu)
-        for k in ("pt", "eta", "phi"):
-            out[f"truth_nu_{k}"] = np.asarray(ak.fill_none(first[k], 0), np.float32)
-        # the hard process of single-lepton ttbar (the unfolding's parton level; zero where there is none)
         width = max(int(np.max(ak.to_numpy(ak.num(gen.pdgId)), initial=0)), 1)
-        padded = {k: ak.to_numpy(ak.fill_none(ak.pad_none(gen[k], width, clip=True), fill))
+        padded = {k: _padded(gen[k], width, dtype=np.int64 if k in ("pdgId", "genPartIdxMother") else np.float64,
+                             fill=fill)
                   for k, fill in (("pdgId", 0), ("genPartIdxMother", -1), ("pt", 0.0), ("eta", 0.0), ("phi", 0.0),
                                   ("mass", 0.0))}
-        out.update(truth_columns(padded["pdgId"], padded["genPartIdxMother"], padded["pt"], padded["eta"],
-                                 padded["phi"], padded["mass"]))
+        rows = np.arange(len(padded["pdgId"]))[:, None]
+        idx = _padded(j["genPartIdx"], dtype=np.int64, fill=-1)
+        n_gen = ak.to_numpy(ak.num(gen.pdgId))[:, None]
+        for name, index in (("Jet_genPartIdx", idx), ("GenPart_genPartIdxMother", padded["genPartIdxMother"])):
+            if np.any(index >= n_gen):
+                raise ValueError(f"{name} points beyond the event's GenPart collection in "
+                                 f"{int(np.any(index >= n_gen, axis=1).sum()):,} selected events")
+        matched = idx >= 0
+        safe = np.where(matched, idx, 0)
+        for k in ("pt", "eta", "phi", "mass", "pdgId"):
+            out[f"truth_jet_parton_{k}"] = np.where(matched, padded[k][rows, safe], 0).astype(
+                np.int32 if k == "pdgId" else np.float32)
+        if _has(jets, "hadronFlavour"):
+            out["truth_jet_hadronFlavour"] = _padded(j["hadronFlavour"], dtype=np.int32)
+        pdg, mother = padded["pdgId"], padded["genPartIdxMother"]
+        mother_id = np.where(mother >= 0, pdg[rows, np.where(mother >= 0, mother, 0)], 0)
+        is_nu = np.isin(np.abs(pdg), _NEUTRINOS) & (np.abs(mother_id) == 24)
+        first, has_nu = np.argmax(is_nu, axis=1)[:, None], is_nu.any(axis=1)
+        for k in ("pt", "eta", "phi"):
+            out[f"truth_nu_{k}"] = np.where(has_nu, padded[k][rows, first][:, 0], 0).astype(np.float32)
+        # the hard process of single-lepton ttbar (the unfolding's parton level; zero where there is none)
+        out.update(truth_columns(pdg, mother, padded["pt"], padded["eta"], padded["phi"], padded["mass"]))
     return out
 
 
@@ -122,10 +135,12 @@ def _has(collection, field: str) -> bool:
 def _count_nonfinite(values) -> dict[str, int]:
     """Non-finite entries of a flat or jagged array: ``objects`` (entries), ``events`` (rows with one), ``total``
     (entries in all)."""
+    if values.ndim > 1:
+        counts = ak.to_numpy(ak.num(values, axis=1))
+        bad = ~np.isfinite(ak.to_numpy(ak.flatten(values, axis=1)))
+        rows = np.repeat(np.arange(len(counts)), counts)[bad]
+        return {"objects": int(bad.sum()), "events": int(np.unique(rows).size), "total": int(counts.sum())}
     bad = ~np.isfinite(values)
-    if bad.ndim > 1:
-        return {"objects": int(ak.sum(bad)), "events": int(ak.sum(ak.any(bad, axis=1))),
-                "total": int(ak.sum(ak.num(bad, axis=1)))}
     n = int(np.sum(np.asarray(bad)))
     return {"objects": n, "events": n, "total": len(bad)}
 

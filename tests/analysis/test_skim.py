@@ -240,3 +240,35 @@ def test_nan_inputs_refuse_the_file(tmp_path, nanoaod_files, quickstart):
     with pytest.raises(InputError, match=r"nan\.root: non-finite \(NaN or infinite\) values: MET_pt in 3,000 events "
                        r"\(of 30,000 events\)"):
         skim_nanoaod(path, quickstart, 1, 1.0)
+
+
+def test_truth_indices_beyond_the_record_refuse_the_file(tmp_path, nanoaod_files, quickstart):
+    """A jet-parton index pointing past the event's GenPart collection is a corrupt file: refused with one
+    message naming the branch, not read as padding."""
+    def corrupt(out):
+        jet = out["Jet"]
+        idx = ak.where(ak.local_index(jet.genPartIdx) == 0, 99, jet.genPartIdx)
+        out["Jet"] = ak.with_field(jet, ak.values_astype(idx, np.int32), "genPartIdx")
+        return out
+
+    path = _rewrite(nanoaod_files["background"], tmp_path / "badidx.root", transform=corrupt)
+    with pytest.raises(InputError, match=r"badidx\.root: skim failed .*Jet_genPartIdx points beyond the event's "
+                       r"GenPart collection"):
+        skim_nanoaod(path, quickstart, 0, 1.0)
+
+
+@pytest.mark.parametrize("dtype,fill", [(np.float32, 0), (np.float64, 0.0), (np.int32, 0), (np.int64, -1)])
+def test_padding_equals_awkwards_pad_and_fill(dtype, fill):
+    """The skim's numpy padding of jagged arrays gives what ``ak.fill_none(ak.pad_none(..., clip=True))`` gives:
+    clipped rows, the fill value, empty rows and a selection of rows (a non-contiguous list array)."""
+    from analysis.skim import _padded
+
+    rng = np.random.default_rng(3)
+    counts = rng.integers(0, 14, 500)
+    counts[:3] = 0
+    values = ak.unflatten(rng.normal(50, 30, counts.sum()).astype(np.float32) if dtype in (np.float32, np.float64)
+                          else rng.integers(-6, 30, counts.sum()).astype(np.int32), counts)
+    for array in (values, values[rng.uniform(size=500) < 0.5]):
+        ref = ak.to_numpy(ak.fill_none(ak.pad_none(array, MAX_OBJECT_JETS, clip=True), fill)).astype(dtype)
+        ours = _padded(array, MAX_OBJECT_JETS, dtype=dtype, fill=fill)
+        assert ours.dtype == ref.dtype and np.array_equal(ours, ref)
