@@ -54,7 +54,8 @@ def _rows(results: dict) -> list[str]:
             rows.append(f"| flow {name}: training ({r['train_events']:,} events/epoch) and sampling | "
                         f"train {r['train_events_per_s']:,.0f} ev/s, sample {r['sampling_events_per_s']:,.0f} ev/s "
                         "| | |")
-        d = fl["default"]
+    for d in ([results["flows"]["default"]] if "flows" in results else []) + (
+            [results["sampling"]] if "sampling" in results else []):
         rows.append(f"| default flow ({d['model']}): 10^6 events | {d['seconds_per_million']:.1f} s (aim < 30 s), "
                     f"log-log slope {d['loglog_slope']:.2f} | dense matmul {d['matmul_flops'] / 1e9:.0f} GFLOP/s | "
                     f"{100 * d['fraction_of_matmul']:.1f} % of matmul ({d['achieved_flops'] / 1e9:.1f} GFLOP/s) |")

@@ -17,7 +17,6 @@ import uproot
 
 from analysis.config import AnalysisConfig, load_config
 from analysis.generator.nanoaod import generate_batch, to_nanoaod, write_nanoaod_file
-from analysis.readers import required_nanoaod_branches
 from analysis.skim import skim_nanoaod
 
 
@@ -60,15 +59,35 @@ def bench_generator(cfg: AnalysisConfig, n_events: int, repeats: int, workdir: P
     }
 
 
+def branches_read(fn: Callable[[], object]) -> list[str]:
+    """Names of the TTree branches whose arrays uproot reads while ``fn`` runs (coffea's NanoEvents read lazily,
+    branch by branch, through ``TBranch.array``): the bare-read reference reads exactly these."""
+    from uproot.behaviors.TBranch import TBranch
+
+    names, original = set(), TBranch.array
+
+    def recording(self, *args, **kwargs):
+        names.add(self.name)
+        return original(self, *args, **kwargs)
+
+    TBranch.array = recording
+    try:
+        fn()
+    finally:
+        TBranch.array = original
+    if not names:
+        raise RuntimeError("no branch was read through TBranch.array: the skim reads another way (an RNTuple, a "
+                           "newer coffea); the bare-read reference would be empty")
+    return sorted(names)
+
+
 def bench_skim(cfg: AnalysisConfig, n_events: int, repeats: int, workdir: Path) -> dict:
-    """The coffea skim of one NanoAOD file against plain uproot reading of the branches it needs."""
+    """The coffea skim of one NanoAOD file against plain uproot reading of the branches it reads (recorded while it
+    runs: the selection's, the object-level and the truth record's)."""
     path = workdir / "skim_input.root"
     write_nanoaod_file(path, cfg, "background", 0, n_events=n_events)
-    s = cfg.skim
     skim = timed(lambda: skim_nanoaod(path, cfg, 0, 1.0), repeats)
-    branches = required_nanoaod_branches(s.btag_discriminant, s.met_collection) + [
-        "Jet_jetId", "Electron_cutBased", "Electron_pfRelIso03_all", "Muon_tightId", "Muon_pfRelIso04_all",
-        "genWeight", "event"]
+    branches = branches_read(lambda: skim_nanoaod(path, cfg, 0, 1.0))
 
     def bare_read():
         with uproot.open(path) as f:
@@ -77,6 +96,7 @@ def bench_skim(cfg: AnalysisConfig, n_events: int, repeats: int, workdir: Path) 
     ref = timed(bare_read, repeats)
     return {
         "n_events": n_events,
+        "branches": len(branches),
         "skim_events_per_s": _rate(n_events, skim),
         "uproot_read_events_per_s": _rate(n_events, ref),
         "time_ratio_to_bare_read": skim["median_s"] / ref["median_s"],
@@ -256,7 +276,6 @@ def bench_flows(cfg: AnalysisConfig, quick: bool, workdir: Path) -> dict:
     and for the default generator: time for 10^6 events, scaling with the number of events, and its achieved
     FLOP rate as a fraction of a dense matrix multiply measured in the same process."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from models.registry import MODELS, build
     from models.training import TrainSettings, sample_batches, train_model
@@ -275,9 +294,26 @@ def bench_flows(cfg: AnalysisConfig, quick: bool, workdir: Path) -> dict:
                      "sampling_events_per_s": n_s / t["median_s"], "sampling_events": n_s,
                      "sampling_timing": t}
 
+    return {"zoo": zoo, "default": bench_default_sampling(cfg, quick, prep, z)}
+
+
+def bench_default_sampling(cfg: AnalysisConfig, quick: bool, prep=None, z=None, workdir: Path | None = None
+                           ) -> dict:
+    """The default generator (the configuration's model and hyperparameters, trained one epoch): seconds for
+    10^6 events (batches of 10^5, as ``SampleFlow``), the scaling with the number of events and the achieved FLOP
+    rate as a fraction of a dense matrix multiply measured in the same process."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from models.registry import build, hyperparameters
+    from models.training import TrainSettings, sample_batches, train_model
+
+    if prep is None:
+        prep, z = _flow_training_data(cfg, workdir, 60_000)
     default = cfg.flows.default
+    hyper = hyperparameters(default, cfg.flows.hyperparameters.get(default))
     torch.manual_seed(0)
-    model = build(default, prep.flow_features)
+    model = build(default, prep.flow_features, hyper)
     train_model(model, z["train"], z["validation"], TrainSettings(epochs=1))
     sizes = [20_000, 40_000, 80_000] if quick else [100_000, 300_000, 1_000_000]
     scaling = []
@@ -290,13 +326,10 @@ def bench_flows(cfg: AnalysisConfig, quick: bool, workdir: Path) -> dict:
     flops_per_event = counter.get_total_flops() / 10_000
     rate = sizes[-1] / scaling[-1]["median_s"]
     peak = matmul_flops()
-    return {
-        "zoo": zoo,
-        "default": {"model": default, "scaling": scaling, "loglog_slope": slope,
-                    "seconds_per_million": 1e6 / rate, "aim_seconds_per_million": 30.0,
-                    "flops_per_event": flops_per_event, "achieved_flops": flops_per_event * rate,
-                    "matmul_flops": peak, "fraction_of_matmul": flops_per_event * rate / peak},
-    }
+    return {"model": default, "hyperparameters": hyper, "threads": torch.get_num_threads(), "scaling": scaling,
+            "loglog_slope": slope, "seconds_per_million": 1e6 / rate, "aim_seconds_per_million": 30.0,
+            "flops_per_event": flops_per_event, "achieved_flops": flops_per_event * rate, "matmul_flops": peak,
+            "fraction_of_matmul": flops_per_event * rate / peak}
 
 
 def bench_regression(cfg: AnalysisConfig, quick: bool, repeats: int, workdir: Path) -> dict:
@@ -349,8 +382,8 @@ def bench_regression(cfg: AnalysisConfig, quick: bool, repeats: int, workdir: Pa
     return out
 
 
-STAGES = ("generator", "skim", "skim_scaling", "flows", "evaluation", "limits", "regression", "end_to_end",
-          "completeness")
+STAGES = ("generator", "skim", "skim_scaling", "flows", "sampling", "evaluation", "limits", "regression",
+          "end_to_end", "completeness")
 
 
 def run_all(cfg: AnalysisConfig, quick: bool, only: tuple[str, ...] = STAGES, e2e_store: Path | None = None) -> dict:
@@ -362,6 +395,7 @@ def run_all(cfg: AnalysisConfig, quick: bool, only: tuple[str, ...] = STAGES, e2
         "skim_scaling": lambda w: bench_skim_scaling(cfg, [25_000, 50_000, 100_000] if quick
                                                      else [100_000, 300_000, 1_000_000], 3, w),
         "flows": lambda w: bench_flows(cfg, quick, w),
+        "sampling": lambda w: bench_default_sampling(cfg, quick, workdir=w),
         "evaluation": lambda w: bench_evaluation(cfg, 50_000 if quick else 1_000_000, 1 if quick else 3, w),
         "limits": lambda w: bench_limits(5 if quick else 20, 5),
         "regression": lambda w: bench_regression(cfg, quick, 3, w),
