@@ -8,7 +8,8 @@ KS distance and 68 % coverage of 200 posterior draws on 5000 events, the best va
 Variants: ``baseline`` (the configuration's model), ``lepton_context`` (the reconstructed lepton and MET also as
 event-level inputs of the embedding), ``lepton_direction`` (the lepton's lab direction relative to the
 reconstructed one instead of its decay angles; energy from the W mass), ``wide`` (256 hidden units),
-``components20`` (20 mixture components), ``wide_components20`` (both).
+``components20`` (20 mixture components), ``wide_components20`` (both), ``lepton_first`` (the lepton's decay
+angles first in the autoregressive order, the other 16 parameters conditioned on them).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from models.fit import fit_conditional, sample_posterior
 from models.registry import hyperparameters
 from models.training import TrainSettings
 
-VARIANTS = ("baseline", "lepton_context", "lepton_direction", "wide", "components20", "wide_components20")
+VARIANTS = ("baseline", "lepton_context", "lepton_direction", "wide", "components20", "wide_components20",
+            "lepton_first")
 
 
 def _eta(p: np.ndarray) -> np.ndarray:
@@ -55,13 +57,17 @@ def main(argv: list[str] | None = None) -> None:
     ref = unf.with_truth(split_objects(read_objects(sorted(map(str, base.glob("background_[0-9]*.root")))),
                                        cfg.partition, cfg.seed, "background")["reference"])
 
+    # the autoregressive order of the 18 parameters (the flow's columns) and its inverse
+    order = np.array([16, 17] + list(range(16)) if variant == "lepton_first" else list(range(18)))
+    inverse = np.argsort(order)
+
     def params(o):
         p = unf.regression_data(o)[0]
         if variant == "lepton_direction":
             lep = unf.truth_partons(o)["lepton"]
             p[:, 16] = _eta(lep) - o["obj_lepton_eta"]
             p[:, 17] = unf.wrap(unf.phi(lep) - o["obj_lepton_phi"])
-        return p
+        return p[:, order]
 
     def context(o):
         objs, mask, ev = neutrino.regression_context(o)
@@ -73,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         return objs, mask, ev
 
     def cos_theta(p, lphi, leta):
+        p = p[..., inverse]
         parts = unf.partons_from(p, lphi)
         if variant != "lepton_direction":
             return np.clip(p[..., 16], -1.0, 1.0)
@@ -88,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         names[16], names[17] = "lep_deta", "lep_dphi"
         table = FeatureTable([f for f in table if f.name not in ("lep_cos", "lep_phi")]
                              + [Feature("lep_deta", "real"), Feature("lep_dphi", "real")])
+    names = [names[i] for i in order]
     hyper = hyperparameters(u.model, u.hyperparameters)
     if variant in ("wide", "wide_components20"):
         hyper["hidden_features"] = [256, 256]
