@@ -35,12 +35,18 @@ def stored(store: Path, task: str, name: str, *parts: str) -> Path:
     return levels[0].joinpath(*parts)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def stored_run_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments of a benchmark on a finished run's store: ``OUT_JSON --store STORE [--config] [--version]``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--store", type=Path, required=True)
     ap.add_argument("--config", default="unfolding")
     ap.add_argument("--version", default="v1")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = stored_run_parser(__doc__)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--draws", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=5)

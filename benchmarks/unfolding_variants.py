@@ -14,9 +14,7 @@ angles first in the autoregressive order, the other 16 parameters conditioned on
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -25,7 +23,7 @@ from analysis.config import load_config
 from analysis.io import write_json
 from analysis.ntuple import read_objects
 from analysis.partition import split_objects, split_rows
-from benchmarks.unfolding import stored
+from benchmarks.unfolding import stored, stored_run_parser
 from models.features import Feature, FeatureTable
 from models.fit import fit_conditional, sample_posterior
 from models.registry import hyperparameters
@@ -40,11 +38,7 @@ def _eta(p: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--store", type=Path, required=True)
-    ap.add_argument("--config", default="unfolding")
-    ap.add_argument("--version", default="v1")
+    ap = stored_run_parser(__doc__)
     ap.add_argument("--variant", choices=VARIANTS, required=True)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--events", type=int, default=150_000)

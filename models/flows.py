@@ -43,8 +43,12 @@ class AutoregressiveMoG(Distribution):
     def _split(out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Raw network outputs ``(..., 3, k)`` -> mixture logits, means and bounded log-widths."""
         logits, mu, log_sigma = out.unbind(-2)
-        log_sigma = 5.0 * torch.tanh(log_sigma / 5.0)  # keeps widths in [e^-5, e^5] of the standardised scale
-        return logits, mu, log_sigma
+        return logits, mu, AutoregressiveMoG._bound(log_sigma)
+
+    @staticmethod
+    def _bound(raw_log_sigma: Tensor) -> Tensor:
+        """Log-widths kept in [-5, 5] (widths in [e^-5, e^5] of the standardised scale), smoothly."""
+        return 5.0 * torch.tanh(raw_log_sigma / 5.0)
 
     def _params(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return self._split(self.net(self._inputs(x)).unflatten(-1, (self.d, 3, self.k)))
@@ -110,7 +114,7 @@ class AutoregressiveMoG(Distribution):
             cdf = torch.exp(logits - logits.amax(0, keepdim=True)).cumsum(0)
             u = torch.rand(1, n, **kw) * cdf[-1:]
             k = (cdf <= u).sum(0, keepdim=True).clamp_(max=self.k - 1)  # the first j with cdf_j > u
-            log_sigma = 5.0 * torch.tanh(raw_sigma.gather(0, k) / 5.0)
+            log_sigma = self._bound(raw_sigma.gather(0, k))
             x[i] = (mu.gather(0, k) + torch.exp(log_sigma) * torch.randn(1, n, **kw))[0]
         if not torch.isfinite(x).all():
             raise ValueError("MADE-MoG sampling produced non-finite values: the network's outputs are not finite "
