@@ -10,6 +10,8 @@
 #   HEPFLOWS_TORCH_SPEC   torch requirement installed first    (default: torch==2.13.0, a CPU build;
 #                         e.g. "torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124" for CUDA,
 #                         or "" to let pip choose)
+#   HEPFLOWS_EXTRAS       optional extras installed beside dev (default: none; e.g. "pythia" for Pythia 8 and
+#                         FastJet, needed by samples with source: pythia8)
 #   HEPFLOWS_REINSTALL=1  force the installation step again
 #   HEPFLOWS_SKIP_INDEX=1 do not rerun `law index` (HTCondor jobs reuse the submitter's index)
 
@@ -28,6 +30,7 @@ _hf_setup() {
     local venv="${base}/.venv"
     local py="${HEPFLOWS_PYTHON:-python3}"
     local torch_spec="${HEPFLOWS_TORCH_SPEC-torch==2.13.0}"
+    local extras="dev${HEPFLOWS_EXTRAS:+,${HEPFLOWS_EXTRAS}}"
 
     if [ ! -x "${venv}/bin/python" ]; then
         echo "hepflows: creating ${venv}"
@@ -39,7 +42,7 @@ _hf_setup() {
     # re-install only when the project metadata changed (or on request)
     local stamp="${venv}/.hepflows-installed"
     local want
-    want="$(cat "${base}/pyproject.toml" | cksum | cut -d' ' -f1)-${torch_spec}"
+    want="$(cat "${base}/pyproject.toml" | cksum | cut -d' ' -f1)-${torch_spec}-${extras}"
     if [ "${HEPFLOWS_REINSTALL:-0}" = "1" ] || [ ! -f "${stamp}" ] || [ "$(cat "${stamp}")" != "${want}" ]; then
         echo "hepflows: installing the project into ${venv} (a few minutes on a fresh machine)"
         local log="${venv}/install.log"
@@ -50,7 +53,7 @@ _hf_setup() {
             python -m pip install ${torch_spec} >>"${log}" 2>&1 \
                 || { tail -n 30 "${log}" >&2; echo "hepflows: installing '${torch_spec}' failed (log: ${log})" >&2; return 1; }
         fi
-        python -m pip install -e "${base}[dev]" >>"${log}" 2>&1 \
+        python -m pip install -e "${base}[${extras}]" >>"${log}" 2>&1 \
             || { tail -n 30 "${log}" >&2; echo "hepflows: pip install failed (log: ${log})" >&2; return 1; }
         printf '%s' "${want}" > "${stamp}"
     fi

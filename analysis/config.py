@@ -200,8 +200,42 @@ class DetectorConfig:
         _positive(f"{path}.unclustered_resolution_sqrt", self.unclustered_resolution_sqrt, strict=False)
 
 
-SOURCES = ("generator", "nanoaod", "higgs_csv")
+SOURCES = ("generator", "pythia8", "nanoaod", "higgs_csv")
+# the sources that simulate events (and write their truth record): the embedded generator and Pythia 8
+SIMULATED_SOURCES = ("generator", "pythia8")
 PROCESSES = ("ttbar", "heavy_higgs")
+
+
+@dataclass(frozen=True)
+class PythiaConfig:
+    """Pythia 8 as the event source (samples with ``source: pythia8``; the optional extra ``.[pythia]``).
+
+    The hard process, masses and widths come from ``physics``; the detector model (jet response, b tagging,
+    lepton efficiencies, MET) from ``detector``. Here: which stages of the event simulation run, pile-up, the
+    jet algorithm and any further Pythia settings (``settings``: lines for ``Pythia.readString``, applied last).
+    """
+
+    isr: bool = True
+    fsr: bool = True
+    mpi: bool = True
+    hadronisation: bool = True
+    # mean number of overlaid minimum-bias (SoftQCD:nonDiffractive) events per event, Poisson; 0 = off
+    pileup: float = 0.0
+    jet_radius: float = 0.4
+    # Pythia's random-number seeds are taken from the file's seed; batch size of Pythia.nextBatch
+    batch_size: int = 500
+    settings: tuple[str, ...] = ()
+
+    def validate(self, path: str) -> None:
+        _positive(f"{path}.pileup", self.pileup, strict=False)
+        _check(self.pileup <= 200, f"{path}.pileup: at most 200, got {self.pileup}")
+        _check(0.1 <= self.jet_radius <= 1.5, f"{path}.jet_radius: must lie in [0.1, 1.5], got {self.jet_radius}")
+        _at_least(f"{path}.batch_size", self.batch_size, 1)
+        for i, line in enumerate(self.settings):
+            _check(":" in line and "=" in line and "\n" not in line,
+                   f"{path}.settings[{i}]: expected a Pythia setting 'Group:key = value', got {line!r}")
+            _check(not line.split("=")[0].strip().lower().startswith("random:"),
+                   f"{path}.settings[{i}]: the random seed comes from the file's seed, not from settings")
 
 
 @dataclass(frozen=True)
@@ -209,11 +243,13 @@ class SampleConfig:
     """One sample. ``source`` says where its events come from:
 
     - ``generator``: the embedded generator (``process``, ``n_files`` x ``events_per_file`` events);
+    - ``pythia8``: Pythia 8 with FastJet jets and the parametrised detector (same fields as ``generator``;
+      :mod:`analysis.generator.pythia`, the optional extra ``.[pythia]``);
     - ``nanoaod``: existing NanoAOD ROOT files (``files``, paths or glob patterns);
     - ``higgs_csv``: the UCI HIGGS CSV at ``path``, keeping the rows whose label equals ``label``.
     """
 
-    source: Literal["generator", "nanoaod", "higgs_csv"]
+    source: Literal["generator", "pythia8", "nanoaod", "higgs_csv"]
     label: int
     cross_section_pb: float = 1.0
     process: str = ""
@@ -232,15 +268,20 @@ class SampleConfig:
         _at_least(f"{path}.n_files", self.n_files, 1)
         _at_least(f"{path}.events_per_file", self.events_per_file, 1)
         _at_least(f"{path}.n_events", self.n_events, 0)
-        if self.source == "generator":
-            _check(self.process in PROCESSES, f"{path}.process: must be one of {PROCESSES} for the generator, "
-                   f"got {self.process!r}")
+        if self.simulated:
+            _check(self.process in PROCESSES, f"{path}.process: must be one of {PROCESSES} for source "
+                   f"{self.source!r}, got {self.process!r}")
         elif self.source == "nanoaod":
             _check(len(self.files) > 0, f"{path}.files: a nanoaod sample needs at least one file")
         elif self.source == "higgs_csv":
             _check(bool(self.path), f"{path}.path: a higgs_csv sample needs the path of the CSV file")
-        _check(self.top_mass_shift == 0 or (self.source == "generator" and abs(self.top_mass_shift) <= 10),
-               f"{path}.top_mass_shift: only for generator samples, at most 10 GeV, got {self.top_mass_shift}")
+        _check(self.top_mass_shift == 0 or (self.simulated and abs(self.top_mass_shift) <= 10),
+               f"{path}.top_mass_shift: only for simulated samples, at most 10 GeV, got {self.top_mass_shift}")
+
+    @property
+    def simulated(self) -> bool:
+        """Whether the events are simulated here (embedded generator or Pythia 8), with their truth record."""
+        return self.source in SIMULATED_SOURCES
 
 
 @dataclass(frozen=True)
@@ -775,6 +816,7 @@ class AnalysisConfig:
     regression: RegressionConfig = RegressionConfig()
     unfolding: UnfoldingConfig = UnfoldingConfig()
     introspection: IntrospectionConfig = IntrospectionConfig()
+    pythia: PythiaConfig = PythiaConfig()
     # units of the feature columns: "GeV" for generated and NanoAOD inputs, "normalised" for the UCI HIGGS CSV
     feature_units: Literal["GeV", "normalised"] = "GeV"
 
@@ -800,18 +842,20 @@ class AnalysisConfig:
         self.fidelity.validate(f"{p}fidelity")
         self.regression.validate(f"{p}regression")
         self.unfolding.validate(f"{p}unfolding")
-        _check(not self.unfolding.enabled or any(s.source == "generator" and s.process == "ttbar" and s.label == 0
+        _check(not self.unfolding.enabled or any(s.simulated and s.process == "ttbar" and s.label == 0
                                                  for s in self.samples.values()),
-               f"{p}unfolding.enabled: the unfolding needs a ttbar background sample of the embedded generator")
+               f"{p}unfolding.enabled: the unfolding needs a simulated ttbar background sample (source "
+               "'generator' or 'pythia8')")
         self.introspection.validate(f"{p}introspection")
+        self.pythia.validate(f"{p}pythia")
         _check(not self.regression.applications or (self.feature_units == "GeV" and all(
-            s.source == "generator" for s in self.samples.values())), f"{p}regression.applications: the "
-            "conditional applications need the truth record of the embedded generator (all samples with source "
-            "'generator')")
+            s.simulated for s in self.samples.values())), f"{p}regression.applications: the "
+            "conditional applications need the truth record of simulated samples (all samples with source "
+            "'generator' or 'pythia8')")
         _check(not set(self.classifiers.models) & set(OBJECT_CLASSIFIERS) or all(
             s.source != "higgs_csv" for s in self.samples.values()), f"{p}classifiers.models: the object-level "
             "classifier needs the reconstructed objects, which the HIGGS CSV does not have (samples with source "
-            "'generator' or 'nanoaod' only)")
+            "'generator', 'pythia8' or 'nanoaod' only)")
         _check(not (self.regression.feed and self.flows.derive_masses), f"{p}regression.feed: the regressed "
                "masses cannot be derived from the generated jets; set flows.derive_masses to false")
         _check(self.feature_units in ("GeV", "normalised"),
@@ -836,7 +880,7 @@ class AnalysisConfig:
         return types.MappingProxyType({
             f"{n}_truth": dataclasses.replace(s, n_files=max(1, math.ceil(self.truth.factor * self.partition.train
                                                                           * s.n_files)))
-            for n, s in self.samples.items() if s.label == 0 and s.source == "generator"})
+            for n, s in self.samples.items() if s.label == 0 and s.simulated})
 
     @property
     def regression_samples(self) -> Mapping[str, SampleConfig]:
@@ -848,7 +892,7 @@ class AnalysisConfig:
             return types.MappingProxyType({})
         return types.MappingProxyType({
             f"{n}_regression": dataclasses.replace(s, n_files=max(1, math.ceil(r.train_factor * s.n_files)))
-            for n, s in self.samples.items() if s.source == "generator"})
+            for n, s in self.samples.items() if s.simulated})
 
     @property
     def unfolding_samples(self) -> Mapping[str, SampleConfig]:
@@ -860,7 +904,7 @@ class AnalysisConfig:
             return types.MappingProxyType({})
         out = {}
         for n, s in self.samples.items():
-            if s.source == "generator" and s.process == "ttbar" and s.label == 0:
+            if s.simulated and s.process == "ttbar" and s.label == 0:
                 if u.train_factor:
                     out[f"{n}_unfolding"] = dataclasses.replace(s, n_files=max(1, math.ceil(u.train_factor
                                                                                            * s.n_files)))

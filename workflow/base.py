@@ -93,13 +93,16 @@ def _cached_digest(name: str, input_path: str) -> str:
 
 def config_digest(cfg: AnalysisConfig) -> str:
     """Eight hex digits of the SHA-256 of the resolved configuration: every setting after defaults are filled in
-    (the free-text ``description`` and the ``name``, a level of its own, left out) and the input paths of the
+    (the free-text ``description`` and the ``name``, a level of its own, left out, and the ``pythia`` settings
+    where no sample uses Pythia 8) and the input paths of the
     samples as configured (relative ones are relative to the repository, so every checkout shares the digest).
     Any edit of the configuration that can change a result changes it; edited input files make the tasks that
     read them out of date instead (:meth:`AnalysisTask.external_inputs`)."""
     content = config_to_dict(cfg)
     content.pop("description", None)
     content.pop("name", None)
+    if not any(s.source == "pythia8" for s in cfg.all_samples.values()):
+        content.pop("pythia", None)  # Pythia's settings cannot change a result without a Pythia sample
     inputs = {}
     for name, s in cfg.samples.items():
         paths = [getattr(s, "path", "")] + list(getattr(s, "files", ()) or ())

@@ -1,4 +1,4 @@
-"""Ntuple production: the embedded generator writes NanoAOD files, one workflow branch per file."""
+"""Ntuple production: the embedded generator or Pythia 8 writes NanoAOD files, one workflow branch per file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from workflow.base import AnalysisWorkflow, SampleSetMixin
 
 
 class GenerateEvents(SampleSetMixin, AnalysisWorkflow):
-    """Generate the ``generator`` samples of the configuration as NanoAOD ROOT files.
+    """Simulate the ``generator`` and ``pythia8`` samples of the configuration as NanoAOD ROOT files.
 
     Branches: one per (sample, file index); with ``--truth`` those of the truth samples instead
     (:attr:`analysis.config.AnalysisConfig.truth_samples`), with ``--regression`` those of the regressions'
@@ -26,7 +26,7 @@ class GenerateEvents(SampleSetMixin, AnalysisWorkflow):
     def create_branch_map(self):
         samples = self.sample_set()
         branches = [{"sample": name, "index": i}
-                    for name, s in samples.items() if s.source == "generator" for i in range(s.n_files)]
+                    for name, s in samples.items() if s.simulated for i in range(s.n_files)]
         return dict(enumerate(branches))
 
     def output(self):

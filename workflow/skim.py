@@ -7,6 +7,7 @@ import math
 import luigi
 import numpy as np
 
+from analysis.config import SIMULATED_SOURCES
 from analysis.io import InputError, write_json
 from analysis.ntuple import read_ntuples, write_ntuple
 from analysis.plotting import plot_cutflow, plot_features
@@ -38,7 +39,7 @@ class Skim(SampleSetMixin, AnalysisWorkflow):
         branches = []
         seen: dict[str, tuple[str, str, str]] = {}  # NanoAOD files by real path: each may be listed once
         for name, s in self.sample_set().items():
-            if s.source == "generator":
+            if s.simulated:
                 branches += [{"sample": name, "index": i, "source": s.source} for i in range(s.n_files)]
             elif s.source == "nanoaod":
                 branches += [{"sample": name, "index": i, "source": s.source, "file": f}
@@ -75,14 +76,14 @@ class Skim(SampleSetMixin, AnalysisWorkflow):
     def workflow_requires(self):
         reqs = super().workflow_requires()
         cfg = self.analysis_config
-        if any(s.source == "generator" for s in self.sample_set().values()):
+        if any(s.simulated for s in self.sample_set().values()):
             reqs["events"] = GenerateEvents.req(self, truth=self.truth, regression=self.regression,
                                     unfolding=self.unfolding)
         return reqs
 
     def requires(self):
         data = self.branch_data
-        if data["source"] != "generator":
+        if data["source"] not in SIMULATED_SOURCES:
             return {}
         # all files of the sample: the normalisation needs the sum of generator weights over all of them
         return {b: GenerateEvents.req(self, branch=b, truth=self.truth, regression=self.regression,
@@ -101,7 +102,7 @@ class Skim(SampleSetMixin, AnalysisWorkflow):
         if d["source"] == "higgs_csv":
             columns, cutflow = skim_higgs_csv(d["file"], sample.label, d["start"], d["stop"])
         else:
-            if d["source"] == "generator":
+            if d["source"] in SIMULATED_SOURCES:
                 inputs = self.input()
                 files = [t.path for t in inputs.values()]
                 path = inputs[self._generator_branches(d["sample"])[d["index"]]].path

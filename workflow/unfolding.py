@@ -40,7 +40,7 @@ class UnfoldingData(AnalysisTask):
 
     def backgrounds(self) -> list[str]:
         return [n for n, s in self.analysis_config.samples.items()
-                if s.source == "generator" and s.process == "ttbar" and s.label == 0]
+                if s.simulated and s.process == "ttbar" and s.label == 0]
 
     def training_skim(self) -> Skim:
         return Skim.req(self, branch=-1, unfolding=bool(self.analysis_config.unfolding.train_factor))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import DetectorConfig
+from ..config import DetectorConfig, JetResponse
 from . import kernels
 from . import kinematics as kin
 from .processes import ELECTRON_MASS, MUON_MASS, PartonLevel
@@ -158,6 +158,55 @@ def btag_scores(rng: np.random.Generator, hadron_flavour: np.ndarray, wp: float,
     return np.clip(score, 1e-4, 1.0 - 1e-4)
 
 
+def jet_response(rng: np.random.Generator, pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, jc: JetResponse):
+    """Measured ``(pt, eta, phi, scale)`` of jets with true ``pt``, ``eta``, ``phi``: Gaussian pT response of
+    width :func:`jet_resolution` (``scale`` = measured / true pT, at least 0.05) and Gaussian angular smearing."""
+    sigma = jet_resolution(pt, jc.noise, jc.stochastic, jc.constant)
+    scale = np.maximum(1.0 + sigma * rng.normal(size=pt.shape), 0.05)
+    return pt * scale, eta + rng.normal(0.0, jc.angular, pt.shape), \
+        kin.wrap_phi(phi + rng.normal(0.0, jc.angular, pt.shape)), scale
+
+
+def lepton_pt_response(rng: np.random.Generator, pt: np.ndarray, is_mu: np.ndarray, det: DetectorConfig):
+    """Measured pT of leptons: Gaussian relative resolution of their flavour (at least 5 % of the true pT)."""
+    res = np.where(is_mu, det.muon.resolution, det.electron.resolution)
+    return pt * np.maximum(1.0 + res * rng.normal(size=pt.shape), 0.05)
+
+
+def measure_leptons(rng: np.random.Generator, pt: np.ndarray, eta: np.ndarray, phi: np.ndarray,
+                    pdg_id: np.ndarray, exists: np.ndarray, is_prompt: np.ndarray, gen_idx: np.ndarray,
+                    isolation: np.ndarray, det: DetectorConfig) -> tuple[Collection, Collection, np.ndarray]:
+    """Electrons and muons of NanoAOD from padded ``(n, L)`` leptons with measured ``pt``: acceptance of their
+    flavour, the tight identification (efficiency of the flavour for prompt leptons, half of it for non-prompt
+    ones; electrons fail to a looser ``cutBased`` level) and the relative ``isolation`` as ``pfRelIso03_all``
+    (electrons) or ``pfRelIso04_all`` (muons). Returns ``(electrons, muons, stored)``."""
+    is_mu = np.abs(pdg_id) == 13
+    max_eta = np.where(is_mu, det.muon.max_eta, det.electron.max_eta)
+    min_pt = np.where(is_mu, det.muon.min_pt, det.electron.min_pt)
+    stored = exists & (pt > min_pt) & (np.abs(eta) < max_eta)
+    eff = np.where(is_mu, det.muon.efficiency, det.electron.efficiency)
+    passes_id = rng.uniform(size=pt.shape) < np.where(is_prompt, eff, 0.5 * eff)
+    charge = np.where(pdg_id > 0, -1, 1)  # PDG: 11 = e-, -11 = e+
+    fields = {"pt": pt, "eta": eta, "phi": phi, "charge": charge, "pdgId": pdg_id, "genPartIdx": gen_idx}
+    ele_fields = dict(fields, mass=np.full(pt.shape, ELECTRON_MASS), pfRelIso03_all=isolation,
+                      cutBased=np.where(passes_id, 4, rng.integers(1, 4, pt.shape)))
+    mu_fields = dict(fields, mass=np.full(pt.shape, MUON_MASS), pfRelIso04_all=isolation, tightId=passes_id)
+    return _pad_select(ele_fields, stored & ~is_mu, pt), _pad_select(mu_fields, stored & is_mu, pt), stored
+
+
+def missing_et(rng: np.random.Generator, measured_x: np.ndarray, measured_y: np.ndarray, unclustered_x: np.ndarray,
+               unclustered_y: np.ndarray, sum_pt: np.ndarray, det: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(pt, phi)`` of the missing transverse momentum: minus the measured objects' momentum sum and the
+    unclustered activity at response ``unclustered_response``, with Gaussian resolution
+    ``const + sqrt_coef * sqrt(sum_pt)`` per component (``sum_pt``: the scalar pT sum in the calorimeter)."""
+    sigma_u = det.unclustered_resolution_const + det.unclustered_resolution_sqrt * np.sqrt(sum_pt)
+    r = det.unclustered_response
+    n = len(sum_pt)
+    met_x = -(measured_x + r * unclustered_x) + sigma_u * rng.normal(size=n)
+    met_y = -(measured_y + r * unclustered_y) + sigma_u * rng.normal(size=n)
+    return np.hypot(met_x, met_y), np.arctan2(met_y, met_x)
+
+
 def _isolation(lep: np.ndarray, partons: np.ndarray, valid: np.ndarray, cone: np.ndarray) -> np.ndarray:
     """Relative isolation of leptons ``(n, L, 4)`` with cone sizes ``cone`` ``(n, L)``: the pT of the parton
     activity inside the cone, each parton weighted by its overlap ``1 - dR/cone``."""
@@ -186,11 +235,7 @@ def simulate(rng: np.random.Generator, truth: PartonLevel, det: DetectorConfig) 
     # 3. response
     jc = det.jet
     tpt, teta, tphi, tm = kin.pt(merged), kin.eta(merged), kin.phi(merged), kin.mass(merged)
-    sigma = jet_resolution(tpt, jc.noise, jc.stochastic, jc.constant)
-    scale = np.maximum(1.0 + sigma * rng.normal(size=tpt.shape), 0.05)
-    rpt = tpt * scale
-    reta = teta + rng.normal(0.0, jc.angular, tpt.shape)
-    rphi = kin.wrap_phi(tphi + rng.normal(0.0, jc.angular, tpt.shape))
+    rpt, reta, rphi, scale = jet_response(rng, tpt, teta, tphi, jc)
     shower = jc.shower_mass_fraction * rng.gamma(4.0, 0.25, tpt.shape)
     rmass = np.sqrt(tm**2 + (shower * tpt) ** 2) * scale
 
@@ -229,26 +274,15 @@ def simulate(rng: np.random.Generator, truth: PartonLevel, det: DetectorConfig) 
 
     lpt, leta, lphi = kin.pt(lep_p4), kin.eta(lep_p4), kin.phi(lep_p4)
     is_mu = np.abs(lep_id) == 13
-    res = np.where(is_mu, det.muon.resolution, det.electron.resolution)
-    r_lpt = lpt * np.maximum(1.0 + res * rng.normal(size=lpt.shape), 0.05)
-    max_eta = np.where(is_mu, det.muon.max_eta, det.electron.max_eta)
-    min_pt = np.where(is_mu, det.muon.min_pt, det.electron.min_pt)
-    lep_stored = lep_exists & (r_lpt > min_pt) & (np.abs(leta) < max_eta)
+    r_lpt = lepton_pt_response(rng, lpt, is_mu, det)
     # isolation: activity of all jet partons in the cone; a non-prompt lepton sits inside its own b jet, whose
     # visible momentum contains the lepton itself, so that part is removed
     cone = np.where(is_mu, 0.4, 0.3)
     iso = _isolation(lep_p4, visible, valid, cone)
     own = np.concatenate([np.zeros((n, 1)), np.clip(1.0 - 0.05 / cone[:, 1:], 0, None)], axis=1)
     iso = np.clip(iso - own, 0.0, None) + rng.exponential(0.02, lpt.shape)
-    eff = np.where(is_mu, det.muon.efficiency, det.electron.efficiency)
-    passes_id = rng.uniform(size=lpt.shape) < np.where(is_prompt, eff, 0.5 * eff)
-    charge = np.where(lep_id > 0, -1, 1)  # PDG: 11 = e-, -11 = e+
-    lep_fields = {"pt": r_lpt, "eta": leta, "phi": lphi, "charge": charge, "pdgId": lep_id, "genPartIdx": gen_idx}
-    ele_fields = dict(lep_fields, mass=np.full(lpt.shape, ELECTRON_MASS), pfRelIso03_all=iso,
-                      cutBased=np.where(passes_id, 4, rng.integers(1, 4, lpt.shape)))
-    mu_fields = dict(lep_fields, mass=np.full(lpt.shape, MUON_MASS), pfRelIso04_all=iso, tightId=passes_id)
-    electrons = _pad_select(ele_fields, lep_stored & ~is_mu, r_lpt)
-    muons = _pad_select(mu_fields, lep_stored & is_mu, r_lpt)
+    electrons, muons, lep_stored = measure_leptons(rng, r_lpt, leta, lphi, lep_id, lep_exists, is_prompt, gen_idx,
+                                                   iso, det)
 
     # 7. missing transverse momentum
     def sum_xy(px, py, mask):
@@ -262,14 +296,10 @@ def simulate(rng: np.random.Generator, truth: PartonLevel, det: DetectorConfig) 
     ux, uy = sum_xy(tpt * np.cos(tphi), tpt * np.sin(tphi), unclustered)
     ulx, uly = sum_xy(lpt[:, :1] * np.cos(lphi[:, :1]), lpt[:, :1] * np.sin(lphi[:, :1]), soft_lep)
     sum_pt = (tpt * in_calo).sum(axis=1) + (lpt[:, :1] * prompt_in_calo).sum(axis=1)
-    sigma_u = det.unclustered_resolution_const + det.unclustered_resolution_sqrt * np.sqrt(sum_pt)
-    r = det.unclustered_response
-    met_x = -(jx + lx + r * (ux + ulx)) + sigma_u * rng.normal(size=n)
-    met_y = -(jy + ly + r * (uy + uly)) + sigma_u * rng.normal(size=n)
+    met_pt, met_phi = missing_et(rng, jx + lx, jy + ly, ux + ulx, uy + uly, sum_pt, det)
 
     nu = truth.p4[:, truth.neutrino]
     gx = nu[:, 1] + nu_b[..., 1].sum(axis=1)
     gy = nu[:, 2] + nu_b[..., 2].sum(axis=1)
-    return RecoEvents(jets=jets, electrons=electrons, muons=muons,
-                      met_pt=np.hypot(met_x, met_y), met_phi=np.arctan2(met_y, met_x),
+    return RecoEvents(jets=jets, electrons=electrons, muons=muons, met_pt=met_pt, met_phi=met_phi,
                       genmet_pt=np.hypot(gx, gy), genmet_phi=np.arctan2(gy, gx))

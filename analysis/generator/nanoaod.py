@@ -44,8 +44,8 @@ def _jagged(col: Collection, dtypes: dict[str, str]) -> ak.Array:
 
 
 _INT = "int32"
-_JET_TYPES = {"hadronFlavour": _INT, "partonFlavour": _INT, "genPartIdx": _INT, "jetId": _INT, "nMuons": "uint8",
-              "nElectrons": "uint8"}
+_JET_TYPES = {"hadronFlavour": _INT, "partonFlavour": _INT, "genPartIdx": _INT, "genJetIdx": _INT, "jetId": _INT,
+              "nMuons": "uint8", "nElectrons": "uint8"}
 _LEP_TYPES = {"charge": _INT, "pdgId": _INT, "genPartIdx": _INT, "cutBased": _INT, "tightId": "bool"}
 
 
@@ -105,17 +105,31 @@ def write_nanoaod_file(
     ``progress(done, total)`` is called after each batch. Returns the file's metadata.
     """
     sample: SampleConfig = cfg.sample(sample_name)
-    if sample.source != "generator":
-        raise ValueError(f"sample {sample_name!r} is not produced by the generator (source={sample.source!r})")
+    if not sample.simulated:
+        raise ValueError(f"sample {sample_name!r} is not simulated here (source={sample.source!r})")
     total = sample.events_per_file if n_events is None else n_events
-    if sample.top_mass_shift:  # pseudo-data of another top mass (the unfolding's prior test)
-        top = dataclasses.replace(cfg.physics.top, mass=cfg.physics.top.mass + sample.top_mass_shift)
-        cfg = dataclasses.replace(cfg, physics=dataclasses.replace(cfg.physics, top=top))
-    rng = np.random.default_rng(file_seed(cfg.seed, sample_name, index))
     meta = {
-        "sample": sample_name, "process": sample.process, "label": sample.label, "file_index": index,
-        "n_events": total, "seed": cfg.seed, "cross_section_pb": sample.cross_section_pb, "config": cfg.name,
+        "sample": sample_name, "source": sample.source, "process": sample.process, "label": sample.label,
+        "file_index": index, "n_events": total, "seed": cfg.seed, "cross_section_pb": sample.cross_section_pb,
+        "config": cfg.name,
     }
+    if sample.source == "pythia8":
+        from .pythia import PythiaSource, pythia_to_nanoaod  # the optional extra: imported only when asked for
+
+        source = PythiaSource(cfg, sample, file_seed(cfg.seed, sample_name, index))
+        batch_size = min(batch_size, cfg.pythia.batch_size)
+
+        def make_batch(m: int, first: int, lumi: int) -> dict:
+            return pythia_to_nanoaod(source.generate(m), first, lumi)
+    else:
+        if sample.top_mass_shift:  # pseudo-data of another top mass (the unfolding's prior test)
+            top = dataclasses.replace(cfg.physics.top, mass=cfg.physics.top.mass + sample.top_mass_shift)
+            cfg = dataclasses.replace(cfg, physics=dataclasses.replace(cfg.physics, top=top))
+        rng = np.random.default_rng(file_seed(cfg.seed, sample_name, index))
+
+        def make_batch(m: int, first: int, lumi: int) -> dict:
+            truth, reco = generate_batch(rng, sample.process, m, cfg)
+            return to_nanoaod(truth, reco, first, lumi)
     first_event = index * sample.events_per_file + 1
     with atomic_path(path) as tmp:
         with uproot.recreate(tmp, compression=uproot.LZ4(1)) as f:
@@ -123,8 +137,7 @@ def write_nanoaod_file(
             done = 0
             while done < total:
                 m = min(batch_size, total - done)
-                truth, reco = generate_batch(rng, sample.process, m, cfg)
-                branches = to_nanoaod(truth, reco, first_event + done, index + 1)
+                branches = make_batch(m, first_event + done, index + 1)
                 if tree is None:
                     tree = f.mktree("Events", {k: v.type if isinstance(v, ak.Array) else v.dtype
                                                for k, v in branches.items()})
@@ -136,5 +149,8 @@ def write_nanoaod_file(
                               "genEventSumw2": np.float64})
             f["Runs"].extend({"run": np.array([1], np.uint32), "genEventCount": np.array([total], np.int64),
                               "genEventSumw": np.array([float(total)]), "genEventSumw2": np.array([float(total)])})
+            if sample.source == "pythia8":
+                meta["pythia_cross_section_pb"] = source.cross_section_pb()
+                meta["pythia_settings"] = {str(c): lines for c, lines in source.settings.items()}
             f["hepflows_metadata"] = json.dumps(meta)
     return meta

@@ -179,7 +179,7 @@ def test_configuration_of_the_unfolding_is_validated():
             config_from_dict(tiny_config_dict(**extra))
     d = tiny_config_dict(unfolding={"enabled": True})
     d["samples"]["background"]["process"] = "heavy_higgs"
-    with pytest.raises(ConfigError, match="needs a ttbar background sample"):
+    with pytest.raises(ConfigError, match="needs a simulated ttbar background sample"):
         config_from_dict(d)
     d = tiny_config_dict()
     d["samples"]["my_unfolding_x"] = d["samples"].pop("signal")
