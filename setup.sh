@@ -30,7 +30,15 @@ _hf_setup() {
     local venv="${base}/.venv"
     local py="${HEPFLOWS_PYTHON:-python3}"
     local torch_spec="${HEPFLOWS_TORCH_SPEC-torch==2.13.0}"
-    local extras="dev${HEPFLOWS_EXTRAS:+,${HEPFLOWS_EXTRAS}}"
+    # extras accumulate: those installed before stay, so a later plain `source setup.sh` (or an HTCondor job)
+    # never reinstalls
+    local extras_stamp="${venv}/.hepflows-extras"
+    local have_extras=""
+    [ -f "${extras_stamp}" ] && have_extras="$(cat "${extras_stamp}")"
+    local extras="dev" e
+    for e in $(printf '%s' "${have_extras},${HEPFLOWS_EXTRAS:-}" | tr ',' ' '); do
+        case ",${extras}," in *",${e},"*) ;; *) extras="${extras},${e}" ;; esac
+    done
 
     if [ ! -x "${venv}/bin/python" ]; then
         echo "hepflows: creating ${venv}"
@@ -42,8 +50,9 @@ _hf_setup() {
     # re-install only when the project metadata changed (or on request)
     local stamp="${venv}/.hepflows-installed"
     local want
-    want="$(cat "${base}/pyproject.toml" | cksum | cut -d' ' -f1)-${torch_spec}-${extras}"
-    if [ "${HEPFLOWS_REINSTALL:-0}" = "1" ] || [ ! -f "${stamp}" ] || [ "$(cat "${stamp}")" != "${want}" ]; then
+    want="$(cat "${base}/pyproject.toml" | cksum | cut -d' ' -f1)-${torch_spec}"
+    if [ "${HEPFLOWS_REINSTALL:-0}" = "1" ] || [ ! -f "${stamp}" ] || [ "$(cat "${stamp}")" != "${want}" ] \
+            || [ "${extras}" != "${have_extras:-dev}" ]; then
         echo "hepflows: installing the project into ${venv} (a few minutes on a fresh machine)"
         local log="${venv}/install.log"
         : > "${log}"
@@ -56,6 +65,7 @@ _hf_setup() {
         python -m pip install -e "${base}[${extras}]" >>"${log}" 2>&1 \
             || { tail -n 30 "${log}" >&2; echo "hepflows: pip install failed (log: ${log})" >&2; return 1; }
         printf '%s' "${want}" > "${stamp}"
+        printf '%s' "${extras}" > "${extras_stamp}"
     fi
 
     export LAW_HOME="${base}/.law"

@@ -59,6 +59,60 @@ def bench_generator(cfg: AnalysisConfig, n_events: int, repeats: int, workdir: P
     }
 
 
+def bench_pythia(cfg: AnalysisConfig, n_events: int, repeats: int, workdir: Path) -> dict:
+    """Pythia 8 as the event source (needs the extra ``.[pythia]``), one process: the whole file (Pythia,
+    FastJet jets, detector, NanoAOD writing) for ttbar and the signal, and its parts for ttbar: Pythia's
+    ``nextBatch`` alone, jets and detector (:func:`analysis.generator.pythia.simulate_batch`), and Pythia's own
+    anti-kt (``SlowJet``, event by event) against FastJet's multi-event interface. The HTCondor jobs a
+    paper-scale sample (2 x 10^7 ttbar) needs at 4 hours per job follow from the full rate."""
+    from analysis.config import config_from_dict, config_to_dict
+    from analysis.generator import pythia as P
+    from analysis.generator.nanoaod import file_seed
+
+    try:
+        P.require_pythia()
+    except P.MissingExtraError as e:
+        return {"skipped": str(e)}
+    d = config_to_dict(cfg)
+    for s in d["samples"].values():
+        if s["source"] == "generator":
+            s["source"] = "pythia8"
+    pcfg = config_from_dict(d)
+    out = {"n_events": n_events, "pythia": P.PYTHIA_REQUIREMENT, "fastjet": P.FASTJET_REQUIREMENT}
+    for sample in ("background", "signal"):
+        t = timed(lambda: write_nanoaod_file(workdir / "py.root", pcfg, sample, 0, n_events=n_events), repeats)
+        out[f"{pcfg.samples[sample].process}_events_per_s_per_core"] = _rate(n_events, t)
+        out[f"{pcfg.samples[sample].process}_timing"] = t
+    src = P.PythiaSource(pcfg, pcfg.samples["background"], file_seed(pcfg.seed, "background", 0))
+    batches = []
+    gen = timed(lambda: batches.append(src.instances[1].nextBatch(n_events).prt), repeats)
+    prt = batches[-1]
+    det = timed(lambda: P.simulate_batch(np.random.default_rng(1), prt, "ttbar", pcfg), repeats)
+    out["pythia_next_batch_events_per_s"] = _rate(n_events, gen)
+    out["jets_and_detector_events_per_s"] = _rate(n_events, det)
+    # Pythia's own anti-kt, event by event on the visible final state, against FastJet on the same events
+    pythia8mc, _ = P.require_pythia()
+    p = src.instances[1]
+    slow = pythia8mc.SlowJet(-1, pcfg.pythia.jet_radius, 0.3 * pcfg.detector.jet.min_pt, 5.0, 2, 2)
+
+    def with_slowjet():
+        for _ in range(n_events):
+            p.next()
+            slow.analyze(p.event)
+
+    def next_only():
+        for _ in range(n_events):
+            p.next()
+
+    t_slow, t_next = timed(with_slowjet, repeats), timed(next_only, repeats)
+    out["slowjet_ms_per_event"] = 1e3 * (t_slow["median_s"] - t_next["median_s"]) / n_events
+    out["fastjet_ms_per_event_two_clusterings_and_detector"] = 1e3 * det["median_s"] / n_events
+    rate = out["ttbar_events_per_s_per_core"]["median"]
+    out["paper_scale"] = {"ttbar_events": 20_000_000, "core_hours": 2e7 / rate / 3600,
+                          "htcondor_jobs_at_4h": int(np.ceil(2e7 / (rate * 4 * 3600)))}
+    return out
+
+
 def branches_read(fn: Callable[[], object]) -> list[str]:
     """Names of the TTree branches whose arrays uproot reads while ``fn`` runs (coffea's NanoEvents read lazily,
     branch by branch, through ``TBranch.array``): the bare-read reference reads exactly these."""
@@ -382,7 +436,7 @@ def bench_regression(cfg: AnalysisConfig, quick: bool, repeats: int, workdir: Pa
     return out
 
 
-STAGES = ("generator", "skim", "skim_scaling", "flows", "sampling", "evaluation", "limits", "regression",
+STAGES = ("generator", "pythia", "skim", "skim_scaling", "flows", "sampling", "evaluation", "limits", "regression",
           "end_to_end", "completeness")
 
 
@@ -391,6 +445,7 @@ def run_all(cfg: AnalysisConfig, quick: bool, only: tuple[str, ...] = STAGES, e2
     repeats = 3 if quick else 5
     benches = {
         "generator": lambda w: bench_generator(cfg, 50_000 if quick else 300_000, repeats, w),
+        "pythia": lambda w: bench_pythia(cfg, 500 if quick else 2_000, repeats, w),
         "skim": lambda w: bench_skim(cfg, 100_000 if quick else 500_000, repeats, w),
         "skim_scaling": lambda w: bench_skim_scaling(cfg, [25_000, 50_000, 100_000] if quick
                                                      else [100_000, 300_000, 1_000_000], 3, w),

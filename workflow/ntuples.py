@@ -27,6 +27,10 @@ class GenerateEvents(SampleSetMixin, AnalysisWorkflow):
         samples = self.sample_set()
         branches = [{"sample": name, "index": i}
                     for name, s in samples.items() if s.simulated for i in range(s.n_files)]
+        if any(s.source == "pythia8" for s in samples.values()):
+            from analysis.generator.pythia import require_pythia
+
+            require_pythia()  # at scheduling time: one message before any branch runs
         return dict(enumerate(branches))
 
     def output(self):

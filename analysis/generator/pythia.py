@@ -37,7 +37,7 @@ import awkward as ak
 import numba
 import numpy as np
 
-from ..config import AnalysisConfig, PythiaConfig, SampleConfig
+from ..config import AnalysisConfig, ConfigError, SampleConfig
 from . import kinematics as kin
 from .detector import Collection, RecoEvents, _pad_select, btag_scores, jet_response, lepton_pt_response, \
     measure_leptons, missing_et
@@ -52,8 +52,9 @@ _QUIET = ("Print:quiet = on", "Next:numberCount = 0", "Next:numberShowEvent = 0"
           "Next:numberShowProcess = 0")
 
 
-class MissingExtraError(RuntimeError):
-    """The optional extra ``.[pythia]`` is not installed."""
+class MissingExtraError(ConfigError):
+    """A configuration asks for Pythia 8 (``source: pythia8``), but the optional extra ``.[pythia]`` is not
+    installed: a problem of the set-up, reported in one line like a configuration error."""
 
 
 def require_pythia():

@@ -163,3 +163,28 @@ def test_config_content_changes_the_store_path(tmp_path):
     csv = StoreProbe(version="v1", config="higgs_uci")
     other = StoreProbe(version="v1", config="higgs_uci", input_path=str(tmp_path / "other.csv"))
     assert csv.config_level != other.config_level
+
+
+def test_pythia_without_its_extra_stops_at_scheduling(monkeypatch):
+    """A configuration with ``source: pythia8`` and no ``.[pythia]`` extra: one configuration-type message
+    naming the installation, before any branch runs; the digest of configurations without Pythia samples does
+    not hold the ``pythia`` settings (their stores stay where they were)."""
+    import sys
+
+    from analysis.config import ConfigError, config_from_dict, load_config
+    from workflow.base import config_digest
+    from workflow.ntuples import GenerateEvents
+
+    monkeypatch.setitem(sys.modules, "pythia8mc", None)
+    task = GenerateEvents(config="pythia_quickstart", version="v1")
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[pythia\]'"):
+        task.create_branch_map()
+    quick = load_config("quickstart")
+    from analysis.config import config_to_dict
+    d = config_to_dict(quick)
+    d["pythia"]["mpi"] = False
+    assert config_digest(config_from_dict(d)) == config_digest(quick)
+    d["samples"]["background"]["source"] = "pythia8"
+    other = config_from_dict(d)
+    d["pythia"]["mpi"] = True
+    assert config_digest(config_from_dict(d)) != config_digest(other)
