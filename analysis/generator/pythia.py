@@ -24,9 +24,14 @@ same. Needs the optional extra ``.[pythia]`` (``pythia8mc`` 8.317.2, ``fastjet``
   isolation (the scalar pT sum of the visible particles in the cone, 0.3 for electrons and 0.4 for muons,
   divided by the lepton's pT).
 - **Truth**: ``GenPart`` in the embedded generator's layout (:func:`analysis.generator.processes.generate_ttbar`
-  and ``generate_heavy_higgs``): the resonances (tops, W bosons, Higgs bosons) as their last copy, whose decay
-  products sum to them; the b quarks, quarks, lepton and neutrino as produced in the decay, before radiation;
-  then every other final-state neutrino (those of hadron decays: status 1, no mother).
+  and ``generate_heavy_higgs``): the resonances (tops, W bosons, Higgs bosons) as their last copy, just before
+  their decay; the b quarks, quarks, lepton and neutrino as produced in the decay, before radiation; then every
+  other final-state neutrino (those of hadron decays: status 1, no mother). A W is exactly its two decay
+  products and the h its b quarks, but a top is its W and b only up to the recoil that the W takes from the b
+  quark's radiation (measured on 2000 ttbar events: t != W + b in 80 % of them, median relative difference
+  2.7e-3; m(W + b) has its median at 171.8 GeV against m_t's 172.5): the unfolding's two-body
+  parametrisation (:func:`analysis.unfolding.parametrise`) is exact on the embedded generator only.
+  ``GenJet`` keeps the neutrinos of hadron decays (central NanoAOD's GenJets leave them out).
 """
 
 from __future__ import annotations
@@ -254,8 +259,10 @@ def _hard_process(rec: FlatRecord, process: str) -> tuple[PartonLevel, np.ndarra
 # -- jets -----------------------------------------------------------------------------------------------------
 
 def _is_heavy_hadron(pid: np.ndarray, quark: int) -> np.ndarray:
+    """Hadrons holding a ``quark`` (PDG numbering: mesons nq1q2J, baryons nq1q2q3J; diquarks, with a zero tens
+    digit, are partons and left out)."""
     a = np.abs(pid)
-    return (a > 100) & (((a // 100) % 10 == quark) | ((a // 1000) % 10 == quark))
+    return (a > 100) & ((a // 10) % 10 != 0) & (((a // 100) % 10 == quark) | ((a // 1000) % 10 == quark))
 
 
 def _jagged(values: np.ndarray, counts: np.ndarray) -> ak.Array:
@@ -527,8 +534,9 @@ class PythiaSource:
         return simulate_batch(self.rng, prt, self.process, self.cfg, pileup, counts)
 
     def cross_section_pb(self) -> float:
-        """Pythia's estimate of the generated cross-section (mean over the instances), in pb."""
-        return float(np.mean([p.infoPython().sigmaGen() * 1e9 for p in self.instances.values()]))
+        """Pythia's (leading-order) estimate of the cross-section of the file's process, in pb: the sum over the
+        two charge-conjugate instances, each of which generates one charge assignment of the two W decays."""
+        return float(np.sum([p.infoPython().sigmaGen() * 1e9 for p in self.instances.values()]))
 
 
 def pythia_to_nanoaod(batch: PythiaBatch, first_event: int, lumi_block: int) -> dict:

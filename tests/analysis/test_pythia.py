@@ -126,7 +126,8 @@ def test_ttbar_truth_record(ttbar, files):
     assert ak.all(ak.flatten(a.GenPart_genPartIdxMother[:, 10:]) == -1)
     assert ak.mean(ak.num(extra)) > 0.2  # semileptonic B and D decays
     meta = json.loads(uproot.open(files[1]["background"])["hepflows_metadata"])
-    assert meta["source"] == "pythia8" and meta["pythia_cross_section_pb"] > 10
+    # leading order: sigma(ttbar) about 510 pb x 2 x BR(W -> e/mu nu) x BR(W -> q q') = about 149 pb
+    assert meta["source"] == "pythia8" and 110 < meta["pythia_cross_section_pb"] < 190
     assert uproot.open(files[1]["background"])["Runs"]["genEventCount"].array()[0] == N_TTBAR
 
 
