@@ -38,6 +38,19 @@ def _rows(results: dict) -> list[str]:
                     f"{r['median']:,.0f} ev/s [{r['min']:,.0f}, {r['max']:,.0f}] | uproot writing the same arrays: "
                     f"{g['uproot_write_only_events_per_s']['median']:,.0f} ev/s | "
                     f"time x{g['time_ratio_to_uproot_write']:.1f} |")
+    if "pythia" in results and "skipped" not in results["pythia"]:
+        p = results["pythia"]
+        for proc in ("ttbar", "heavy_higgs"):
+            r = p[f"{proc}_events_per_s_per_core"]
+            rows.append(f"| Pythia 8 {proc} + FastJet + detector + NanoAOD writing ({p['n_events']:,} events, 1 core) "
+                        f"| {r['median']:,.0f} ev/s [{r['min']:,.0f}, {r['max']:,.0f}] | Pythia's nextBatch alone: "
+                        f"{p['pythia_next_batch_events_per_s']['median']:,.0f} ev/s (ttbar) | 2e7 ttbar: "
+                        f"{p['paper_scale']['htcondor_jobs_at_4h']:,} jobs of 4 h |" if proc == "ttbar" else
+                        f"| Pythia 8 {proc} + FastJet + detector + NanoAOD writing ({p['n_events']:,} events, 1 core) "
+                        f"| {r['median']:,.0f} ev/s [{r['min']:,.0f}, {r['max']:,.0f}] | | |")
+        rows.append(f"| anti-kt per event: FastJet's multi-event interface | {p['fastjet_ms_per_event']:.2f} ms "
+                    f"(two clusterings + detector: {p['fastjet_ms_per_event_two_clusterings_and_detector']:.2f} ms) "
+                    f"| Pythia's SlowJet, event by event: {p['slowjet_ms_per_event']:.2f} ms | |")
     if "skim" in results:
         s = results["skim"]
         r = s["skim_events_per_s"]

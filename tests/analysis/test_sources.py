@@ -11,13 +11,26 @@ from analysis.sources import comparison_rows, peak_widths, shortest_interval, so
 def test_shortest_half_of_a_gaussian_peak_on_a_tail():
     rng = np.random.default_rng(1)
     peak = rng.normal(80.0, 8.0, 20_000)
-    tail = rng.uniform(20.0, 400.0, 1_500)  # wrong jet pairings: a broad combinatorial background
+    tail = rng.uniform(20.0, 400.0, 8_000)  # wrong jet pairings: a broad combinatorial background (29 %)
     p = peak_widths({"m_jj": np.concatenate([peak, tail])}, features=("m_jj",))["m_jj"]
     assert abs(p["centre"] - 80.0) < 1.0
-    # the tail (7 % of the events) widens the shortest half by a few percent only (it grows with the tail:
-    # the measure compares sources with similar combinatorics, it is not a fitted sigma)
-    assert abs(p["sigma"] - 8.0) < 0.8
+    # the core width stays close to the peak's sigma (the shortest half alone would be 1.4x wider here)
+    assert abs(p["sigma"] - 8.0) < 0.6
+    lo, hi = shortest_interval(np.concatenate([peak, tail]))
+    assert (hi - lo) / 1.349 > 1.3 * 8.0
+    # the peak holds 20000 x 0.954 events of 28000 within +-2 sigma, plus the tail's share of the window
+    assert abs(p["in_peak"] - (20_000 * 0.954 + 8_000 * 32 / 380) / 28_000) < 0.02
     assert abs(p["relative"] - 0.1) < 4 * p["relative_error"] + 0.01
+
+
+def test_core_of_a_pure_gaussian_is_its_sigma():
+    from scipy.stats import truncnorm
+
+    from analysis.sources import TRUNCATED_RMS, WINDOW, core_peak
+
+    assert TRUNCATED_RMS == pytest.approx(truncnorm(-WINDOW, WINDOW).std(), rel=1e-6)
+    c, s = core_peak(np.random.default_rng(5).normal(3.0, 0.5, 200_000))
+    assert c == pytest.approx(3.0, abs=0.005) and s == pytest.approx(0.5, rel=0.01)
 
 
 def test_relative_width_is_unit_free_and_errors_cover():
@@ -38,8 +51,8 @@ def test_shortest_interval_refuses_too_few_values():
 
 
 def test_comparison_rows_put_sources_side_by_side():
-    peaks = {f: {"relative": 0.1, "relative_error": 0.01} for f in ("m_jj", "m_jjj", "m_lv", "m_jlv", "m_bb",
-                                                                    "m_wbb", "m_wwbb")}
+    peaks = {f: {"relative": 0.1, "relative_error": 0.01, "in_peak": 0.8} for f in ("m_jj", "m_jjj", "m_jlv",
+                                                                                     "m_bb", "m_wbb", "m_wwbb")}
     fid = {"generated": {"1": {"c2st": {"auc": [0.6, 0.7], "auc_error": [0.01, 0.005], "sizes": [10, 20]}}},
            "simulated_vs_simulated": {"auc": [0.5, 0.501]}}
     lim = {"summary": {"0.05": {"simulated": 0.9, "generated_largest_n": 0.2, "generated_unc_largest_n": 0.5,
@@ -54,7 +67,8 @@ def test_comparison_rows_put_sources_side_by_side():
     assert by["bdt AUC (signal against background)"] == {"quantity": "bdt AUC (signal against background)",
                                                          "embedded": "0.910", "pythia": "0.810"}
     assert by["nn AUC (signal against background)"]["embedded"] == "-"
-    assert by["signal m_jj: peak sigma / centre"]["UCI HIGGS"] == "0.200 +- 0.020"
-    assert by["signal m_bb: peak sigma / centre"]["UCI HIGGS"] == "-"
+    assert by["signal m_jj: core sigma / centre (in peak)"]["UCI HIGGS"] == "0.200 +- 0.020"
+    assert by["signal m_jj: core sigma / centre (in peak)"]["embedded"] == "0.100 +- 0.010 (80 %)"
+    assert by["signal m_bb: core sigma / centre (in peak)"]["UCI HIGGS"] == "-"
     assert by["spurious signal, generated template (sigma)"]["pythia"] == "+8.00"
     assert by["generator C2ST AUC against the truth sample"]["embedded"] == "0.700 +- 0.005 (20/class)"
