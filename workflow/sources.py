@@ -110,9 +110,10 @@ class CompareSources(AnalysisTask):
         with atomic_path(out["comparison.json"].path) as tmp:
             with open(tmp, "w") as f:
                 json.dump({"sources": summaries, "higgs": higgs, "rows": rows}, f, indent=1, default=float)
-        intro = (f"The analysis of {self.config} beside that of {self.reference}. Peak widths: the shortest "
-                 "interval holding half of the selected events, as a Gaussian-equivalent sigma relative to its "
-                 "centre (unit-free; bootstrap errors), for the reconstructed masses of the HIGGS features. "
+        intro = (f"The analysis of {self.config} beside that of {self.reference}. Peak widths: the core sigma of "
+                 "each reconstructed mass of the HIGGS features (iterated truncated RMS within +-1.5 sigma) "
+                 "relative to its centre (unit-free; bootstrap errors), in brackets the fraction of the selected "
+                 "events within +-2 sigma of the centre. "
                  "Classifier AUCs on each configuration's reference partition; C2ST of the default generator "
                  "against the configuration's own truth sample at its largest size; limits and spurious signals "
                  "at the first background systematic, generated templates at the largest size. The samples "

@@ -71,7 +71,7 @@ def test_invalid_values_name_the_key(mutate, message):
 
 
 def test_unknown_name_and_bad_files(tmp_path):
-    with pytest.raises(ConfigError, match="no such configuration; shipped: higgs_uci, paper, quickstart, regression"):
+    with pytest.raises(ConfigError, match="no such configuration; shipped: higgs_uci, paper, pythia_quickstart, quickstart, regression"):
         load_config("quickstrat")
     with pytest.raises(ConfigError, match="file not found"):
         load_config(str(tmp_path / "missing.yaml"))
