@@ -873,7 +873,8 @@ class AnalysisConfig:
 
     @property
     def truth_samples(self) -> Mapping[str, SampleConfig]:
-        """The truth counterparts ``<name>_truth`` of the background samples of the embedded generator (see
+        """The truth counterparts ``<name>_truth`` of the simulated background samples (embedded generator or
+        Pythia 8; see
         :class:`TruthConfig`); empty without them."""
         if self.truth.factor == 0:
             return types.MappingProxyType({})
@@ -885,7 +886,7 @@ class AnalysisConfig:
     @property
     def regression_samples(self) -> Mapping[str, SampleConfig]:
         """The training samples ``<name>_regression`` of the conditional applications (see
-        :class:`RegressionConfig`): ``train_factor`` times the files of every generator sample, own seeds;
+        :class:`RegressionConfig`): ``train_factor`` times the files of every simulated sample, own seeds;
         empty when the applications are off or train on the analysis samples."""
         r = self.regression
         if not r.applications or r.train_factor == 0:
@@ -896,8 +897,8 @@ class AnalysisConfig:
 
     @property
     def unfolding_samples(self) -> Mapping[str, SampleConfig]:
-        """The samples of the unfolding (see :class:`UnfoldingConfig`), for every ttbar background sample of the
-        embedded generator: its training sample ``<name>_unfolding`` (with ``train_factor``) and its pseudo-data
+        """The samples of the unfolding (see :class:`UnfoldingConfig`), for every simulated ttbar background
+        sample: its training sample ``<name>_unfolding`` (with ``train_factor``) and its pseudo-data
         with the top mass shifted, ``<name>_unfolding_mt_<shift>`` (:func:`shift_tag`); empty when off."""
         u = self.unfolding
         if not u.enabled:

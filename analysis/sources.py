@@ -22,6 +22,7 @@ import numpy as np
 PEAK_FEATURES = ("m_jj", "m_jjj", "m_jlv", "m_bb", "m_wbb", "m_wwbb")
 GAUSS_HALF = 1.3489795  # length of the shortest half of a unit Gaussian (2 x 0.6745)
 WINDOW = 1.5  # the core window, in sigma
+MIN_EVENTS = 100  # fewer events than this: a peak is not measured (NaN)
 TRUNCATED_RMS = 0.7426469  # RMS of a unit Gaussian truncated at +-1.5 (scipy.stats.truncnorm(-1.5, 1.5).std())
 
 
@@ -58,14 +59,23 @@ def peak_widths(columns: Mapping[str, np.ndarray], features=PEAK_FEATURES, n_boo
     centre), ``n`` events."""
     rng = np.random.default_rng(seed)
     out = {}
+    nan = float("nan")
+
+    def relative(c: float, s: float) -> float:
+        return s / c if c > 0 else nan
+
     for f in features:
         if f not in columns:
             continue
         x = np.asarray(columns[f], np.float64)
         x = x[np.isfinite(x)]
+        if len(x) < MIN_EVENTS:  # too few events for a peak: recorded as not measured
+            out[f] = {"centre": nan, "sigma": nan, "relative": nan, "relative_error": nan, "in_peak": nan,
+                      "n": int(len(x))}
+            continue
         centre, sigma = core_peak(x)
-        boot = [(lambda cs: cs[1] / cs[0])(core_peak(rng.choice(x, len(x)))) for _ in range(n_boot)]
-        out[f] = {"centre": centre, "sigma": sigma, "relative": sigma / centre,
+        boot = [relative(*core_peak(rng.choice(x, len(x)))) for _ in range(n_boot)]
+        out[f] = {"centre": centre, "sigma": sigma, "relative": relative(centre, sigma),
                   "relative_error": float(np.std(boot)), "in_peak": float(np.mean(np.abs(x - centre) < 2 * sigma)),
                   "n": int(len(x))}
     return out
@@ -140,6 +150,8 @@ def comparison_rows(summaries: Mapping[str, Mapping], higgs_peaks: Mapping | Non
 
 
 def _rel(p: Mapping) -> str:
+    if not np.isfinite(p["relative"]):
+        return f"- ({p.get('n', 0)} events)"
     peak = f" ({100 * p['in_peak']:.0f} %)" if "in_peak" in p else ""
     return f"{p['relative']:.3f} +- {p['relative_error']:.3f}{peak}"
 
@@ -158,6 +170,8 @@ def plot_peaks(columns: Mapping[str, Mapping[str, np.ndarray]], path, features=(
                 continue
             x = np.asarray(cols[f], np.float64)
             x = x[np.isfinite(x)]
+            if len(x) < MIN_EVENTS:
+                continue
             ax.hist(x / core_peak(x)[0], bins=bins, density=True, histtype="step", label=name)
         ax.set_xlabel(f"{f} / peak centre")
         ax.set_yticks([])

@@ -50,7 +50,9 @@ def _rows(results: dict) -> list[str]:
                         f"| {r['median']:,.0f} ev/s [{r['min']:,.0f}, {r['max']:,.0f}] | | |")
         rows.append(f"| anti-kt per event: FastJet's multi-event interface | {p['fastjet_ms_per_event']:.2f} ms "
                     f"(two clusterings + detector: {p['fastjet_ms_per_event_two_clusterings_and_detector']:.2f} ms) "
-                    f"| Pythia's SlowJet, event by event: {p['slowjet_ms_per_event']:.2f} ms | |")
+                    f"| Pythia's SlowJet: with fjcore {p['slowjet_fjcore_ms_per_event']:.2f} ms, native "
+                    f"{p['slowjet_native_ms_per_event']:.1f} ms | start-up {p['startup_s_per_file']:.2f} s per file; "
+                    f"steady ttbar {p['ttbar_steady_events_per_s_per_core']:,.0f} ev/s |")
     if "skim" in results:
         s = results["skim"]
         r = s["skim_events_per_s"]

@@ -13,9 +13,10 @@ from analysis.config import load_config
 from analysis.io import InputError, atomic_path
 from analysis.ntuple import read_ntuples
 from analysis.report import html_page, html_table
-from analysis.skim import skim_higgs_csv
+from analysis.features import FEATURES
+from analysis.readers import read_higgs_csv
 from analysis.sources import PEAK_FEATURES, comparison_rows, peak_widths, plot_peaks, source_summary
-from workflow.base import AnalysisTask, _cached_digest
+from workflow.base import AnalysisTask, _cached_config, _cached_digest
 from workflow.classifiers import CompareClassifiers
 from workflow.evaluation import FidelityTest
 from workflow.flows import PartitionEvents
@@ -62,7 +63,11 @@ class CompareSources(AnalysisTask):
         return [path] if path else []
 
     def store_parts(self):
-        parts = super().store_parts() + (f"vs-{self.reference}-{_cached_digest(self.reference, '')}",)
+        ref = _cached_config(self.reference, "")
+        if ref.name == self.config_name and _cached_digest(self.reference, "") == _cached_digest(self.config, ""):
+            raise SystemExit(f"hepflows: CompareSources: --reference {self.reference!r} is the configuration itself; "
+                             "name another one (e.g. --config pythia_quickstart --reference quickstart)")
+        parts = super().store_parts() + (f"vs-{ref.name}-{_cached_digest(self.reference, '')}",)
         path = self._higgs_path()
         if path:
             parts += (f"higgs-{hashlib.sha1(path.encode()).hexdigest()[:8]}",)
@@ -98,12 +103,12 @@ class CompareSources(AnalysisTask):
             summaries[label], signal[label] = s, sig
         higgs = None
         path = self._higgs_path()
-        if path:
-            sig_cols, _ = skim_higgs_csv(path, 1, 0, _count_rows(path))
-            bkg_cols, _ = skim_higgs_csv(path, 0, 0, _count_rows(path))
-            higgs = {"signal": peak_widths(sig_cols), "background": peak_widths(bkg_cols), "path": path,
-                     "events": {"signal": len(sig_cols["m_jj"]), "background": len(bkg_cols["m_jj"])}}
-            signal["UCI HIGGS"] = sig_cols
+        if path:  # read once (the full HIGGS.csv.gz has 11M rows), split by label
+            labels, feats, _, _ = read_higgs_csv(path)
+            cols = {label: {f: feats[labels == label, FEATURES.index(f)] for f in PEAK_FEATURES} for label in (0, 1)}
+            higgs = {"signal": peak_widths(cols[1]), "background": peak_widths(cols[0]), "path": path,
+                     "events": {"signal": int((labels == 1).sum()), "background": int((labels == 0).sum())}}
+            signal["UCI HIGGS"] = cols[1]
         rows = comparison_rows(summaries, higgs)
         columns = ["quantity", *summaries] + (["UCI HIGGS"] if higgs else [])
         out = self.output()
@@ -134,8 +139,3 @@ class CompareSources(AnalysisTask):
         for r in rows:
             self.publish_message(" | ".join(str(r.get(c, "-")) for c in columns))
 
-
-def _count_rows(path: str) -> int:
-    from analysis.readers import count_higgs_rows
-
-    return count_higgs_rows(path)

@@ -78,7 +78,7 @@ class UnfoldingData(AnalysisTask):
 
 def _concat(pieces: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     if not pieces:
-        raise InputError("unfolding: no ttbar background sample of the embedded generator")
+        raise InputError("unfolding: no simulated ttbar background sample (source generator or pythia8)")
     return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
 
 

@@ -72,3 +72,10 @@ def test_comparison_rows_put_sources_side_by_side():
     assert by["signal m_bb: core sigma / centre (in peak)"]["UCI HIGGS"] == "-"
     assert by["spurious signal, generated template (sigma)"]["pythia"] == "+8.00"
     assert by["generator C2ST AUC against the truth sample"]["embedded"] == "0.700 +- 0.005 (20/class)"
+
+
+def test_too_few_events_are_not_a_peak():
+    from analysis.sources import _rel
+
+    p = peak_widths({"m_bb": np.array([1.0, 2.0, np.nan] * 20)}, features=("m_bb",))["m_bb"]
+    assert p["n"] == 40 and np.isnan(p["relative"]) and _rel(p) == "- (40 events)"

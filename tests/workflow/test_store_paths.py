@@ -188,3 +188,12 @@ def test_pythia_without_its_extra_stops_at_scheduling(monkeypatch):
     other = config_from_dict(d)
     d["pythia"]["mpi"] = True
     assert config_digest(config_from_dict(d)) != config_digest(other)
+
+
+def test_compare_sources_needs_two_configurations():
+    from workflow.sources import CompareSources
+
+    with pytest.raises(SystemExit, match="is the configuration itself"):
+        CompareSources(config="quickstart", version="v1", reference="quickstart").store_parts()
+    parts = CompareSources(config="pythia_quickstart", version="v1", reference="quickstart").store_parts()
+    assert parts[0] == "CompareSources" and parts[3].startswith("vs-quickstart-")
