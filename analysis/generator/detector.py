@@ -194,6 +194,11 @@ def measure_leptons(rng: np.random.Generator, pt: np.ndarray, eta: np.ndarray, p
     return _pad_select(ele_fields, stored & ~is_mu, pt), _pad_select(mu_fields, stored & is_mu, pt), stored
 
 
+def transverse_sum(pt: np.ndarray, phi: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per event the (x, y) momentum sum of the masked objects of padded ``(n, k)`` arrays."""
+    return (pt * np.cos(phi) * mask).sum(axis=1), (pt * np.sin(phi) * mask).sum(axis=1)
+
+
 def missing_et(rng: np.random.Generator, measured_x: np.ndarray, measured_y: np.ndarray, unclustered_x: np.ndarray,
                unclustered_y: np.ndarray, sum_pt: np.ndarray, det: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
     """``(pt, phi)`` of the missing transverse momentum: minus the measured objects' momentum sum and the
@@ -285,16 +290,13 @@ def simulate(rng: np.random.Generator, truth: PartonLevel, det: DetectorConfig) 
                                                    iso, det)
 
     # 7. missing transverse momentum
-    def sum_xy(px, py, mask):
-        return (px * mask).sum(axis=1), (py * mask).sum(axis=1)
-
-    jx, jy = sum_xy(rpt * np.cos(rphi), rpt * np.sin(rphi), stored)
+    jx, jy = transverse_sum(rpt, rphi, stored)
     prompt_stored = lep_stored[:, :1]
     prompt_in_calo = np.abs(leta[:, :1]) < jc.max_eta
-    lx, ly = sum_xy(r_lpt[:, :1] * np.cos(lphi[:, :1]), r_lpt[:, :1] * np.sin(lphi[:, :1]), prompt_stored)
+    lx, ly = transverse_sum(r_lpt[:, :1], lphi[:, :1], prompt_stored)
     soft_lep = prompt_in_calo & ~prompt_stored
-    ux, uy = sum_xy(tpt * np.cos(tphi), tpt * np.sin(tphi), unclustered)
-    ulx, uly = sum_xy(lpt[:, :1] * np.cos(lphi[:, :1]), lpt[:, :1] * np.sin(lphi[:, :1]), soft_lep)
+    ux, uy = transverse_sum(tpt, tphi, unclustered)
+    ulx, uly = transverse_sum(lpt[:, :1], lphi[:, :1], soft_lep)
     sum_pt = (tpt * in_calo).sum(axis=1) + (lpt[:, :1] * prompt_in_calo).sum(axis=1)
     met_pt, met_phi = missing_et(rng, jx + lx, jy + ly, ux + ulx, uy + uly, sum_pt, det)
 

@@ -52,6 +52,27 @@ def isolation_sums(leta, lphi, peta, pphi, ppt, valid, cone):
 
 
 @numba.njit(cache=True, error_model="numpy")
+def cone_sums(lep_eta, lep_phi, lep_event, p_eta, p_phi, p_pt, offsets, cone, exclude):
+    """For leptons (flat, event ``lep_event``) and particles (flat, event e's in ``offsets[e]:offsets[e + 1]``):
+    the scalar pT sum of the particles within Delta R < ``cone`` of each lepton, leaving out particle
+    ``exclude[i]`` (the lepton itself; -1: none)."""
+    out = np.zeros(lep_eta.shape[0])
+    for i in range(lep_eta.shape[0]):
+        e = lep_event[i]
+        c2 = cone[i] * cone[i]
+        s = 0.0
+        for j in range(offsets[e], offsets[e + 1]):
+            if j == exclude[i]:
+                continue
+            d_eta = p_eta[j] - lep_eta[i]
+            d_phi = _delta_phi(p_phi[j], lep_phi[i])
+            if d_eta * d_eta + d_phi * d_phi < c2:
+                s += p_pt[j]
+        out[i] = s
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
 def closest_pairs(eta, phi, valid):
     """Per row of ``(n, P)`` partons: the closest valid pair in (eta, phi), as indices ``i < j`` and its squared
     distance (``inf`` when fewer than two are valid; ties go to the first pair in ``np.triu_indices`` order)."""

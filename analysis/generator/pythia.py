@@ -39,13 +39,13 @@ from __future__ import annotations
 import dataclasses
 
 import awkward as ak
-import numba
 import numpy as np
 
 from ..config import AnalysisConfig, ConfigError, SampleConfig
+from . import kernels
 from . import kinematics as kin
 from .detector import Collection, RecoEvents, _pad_select, btag_scores, jet_response, lepton_pt_response, \
-    measure_leptons, missing_et
+    measure_leptons, missing_et, transverse_sum
 from .processes import PartonLevel
 
 PYTHIA_REQUIREMENT = "pythia8mc==8.317.2"
@@ -195,10 +195,6 @@ def _hard_process(rec: FlatRecord, process: str) -> tuple[PartonLevel, np.ndarra
     def pick(a, b, cond):
         return np.where(cond, a, b), np.where(cond, b, a)
 
-    def split_w(w_last):
-        x, y = rec.two_daughters(w_last, "a W")
-        return x, y
-
     if process == "ttbar":
         if np.any(np.abs(rec.pid[first + 5]) != 6) or np.any(np.abs(rec.pid[first + 6]) != 6):
             raise RuntimeError("Pythia record: rows 5 and 6 are not the top quarks of the hard process")
@@ -209,7 +205,7 @@ def _hard_process(rec: FlatRecord, process: str) -> tuple[PartonLevel, np.ndarra
             w, bq = pick(a, b, np.abs(rec.pid[a]) == 24)
             tops.append((t, w, bq))
         wl1 = rec.last_copy(tops[0][1])
-        x1, _ = split_w(wl1)
+        x1, _ = rec.two_daughters(wl1, "a W")
         lep_first = np.isin(np.abs(rec.pid[x1]), (11, 12, 13, 14))
         (t_lep, w_lep, b_lep), (t_had, w_had, b_had) = [
             tuple(np.where(lep_first, p, q) for p, q in zip(tops[0], tops[1])),
@@ -231,7 +227,7 @@ def _hard_process(rec: FlatRecord, process: str) -> tuple[PartonLevel, np.ndarra
         bq, bbar = rec.two_daughters(h, "the h")
         bq, bbar = pick(bq, bbar, rec.pid[bq] > 0)
         w1l, w2l = rec.last_copy(w1), rec.last_copy(w2)
-        x1, _ = split_w(w1l)
+        x1, _ = rec.two_daughters(w1l, "a W")
         w1_leptonic = np.isin(np.abs(rec.pid[x1]), (11, 12, 13, 14))
         w_lep_last = np.where(w1_leptonic, w1l, w2l)
         w_had_last = np.where(w1_leptonic, w2l, w1l)
@@ -265,16 +261,11 @@ def _is_heavy_hadron(pid: np.ndarray, quark: int) -> np.ndarray:
     return (a > 100) & ((a // 10) % 10 != 0) & (((a // 100) % 10 == quark) | ((a // 1000) % 10 == quark))
 
 
-def _jagged(values: np.ndarray, counts: np.ndarray) -> ak.Array:
-    return ak.unflatten(values, counts)
-
-
 def _cluster(fastjet, p4: np.ndarray, counts: np.ndarray, radius: float, min_pt: float):
     """anti-kt jets of per-event particle lists (``p4`` flat ``(N, 4)`` ordered by event, ``counts`` per
     event): the jets as padded ``(n, J, 4)`` arrays ordered by pT, their validity and the flat input indices of
     their constituents (jagged ``(n, jets, constituents)``)."""
-    arr = ak.zip({"px": _jagged(p4[:, 1], counts), "py": _jagged(p4[:, 2], counts),
-                  "pz": _jagged(p4[:, 3], counts), "E": _jagged(p4[:, 0], counts)})
+    arr = ak.zip({k: ak.unflatten(p4[:, i], counts) for k, i in (("px", 1), ("py", 2), ("pz", 3), ("E", 0))})
     cs = fastjet.ClusterSequence(arr, fastjet.JetDefinition(fastjet.antikt_algorithm, radius))
     jets = cs.inclusive_jets(min_pt=min_pt)
     const = cs.constituent_index(min_pt=min_pt)
@@ -299,35 +290,18 @@ def _per_jet(const: ak.Array, values: np.ndarray, width: int, reducer) -> np.nda
     return ak.to_numpy(ak.fill_none(ak.pad_none(per, width, axis=1), 0))
 
 
-@numba.njit(cache=True)
-def _cone_sums(lep_eta, lep_phi, lep_event, p_eta, p_phi, p_pt, offsets, cone, exclude):  # pragma: no cover
-    out = np.zeros(lep_eta.shape[0])
-    for i in range(lep_eta.shape[0]):
-        e = lep_event[i]
-        c2 = cone[i] * cone[i]
-        s = 0.0
-        for j in range(offsets[e], offsets[e + 1]):
-            if j == exclude[i]:
-                continue
-            dphi = p_phi[j] - lep_phi[i]
-            if dphi > np.pi:
-                dphi -= 2 * np.pi
-            elif dphi < -np.pi:
-                dphi += 2 * np.pi
-            deta = p_eta[j] - lep_eta[i]
-            if deta * deta + dphi * dphi < c2:
-                s += p_pt[j]
-        out[i] = s
-    return out
+def _delta_r2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Delta R between every object of padded ``a`` ``(n, J, 4)`` and of ``b`` ``(n, K, 4)``: ``(n, J, K)``."""
+    deta = kin.eta(a)[:, :, None] - kin.eta(b)[:, None, :]
+    dphi = kin.delta_phi(kin.phi(a)[:, :, None], kin.phi(b)[:, None, :])
+    return deta**2 + dphi**2
 
 
 def _match_partons(jets: np.ndarray, valid: np.ndarray, truth: PartonLevel, radius: float):
     """Per jet the GenPart column of the hardest hard-process quark within Delta R < ``radius`` (-1: none)."""
     cols = np.array(truth.quarks)
     q = truth.p4[:, cols]
-    deta = kin.eta(jets)[:, :, None] - kin.eta(q)[:, None, :]
-    dphi = kin.delta_phi(kin.phi(jets)[:, :, None], kin.phi(q)[:, None, :])
-    close = (deta**2 + dphi**2 < radius**2) & valid[:, :, None]
+    close = (_delta_r2(jets, q) < radius**2) & valid[:, :, None]
     qpt = np.where(close, kin.pt(q)[:, None, :], -1.0)
     best = np.argmax(qpt, axis=2)
     return np.where(close.any(axis=2), cols[best], -1)
@@ -458,25 +432,22 @@ def simulate_batch(rng: np.random.Generator, prt: ak.Array, process: str, cfg: A
     r_lpt = lepton_pt_response(rng, lpt, is_mu, det)
     # isolation: the visible particles in the cone (pile-up included), the lepton itself left out
     cone = np.where(apid[c_idx] == 13, 0.4, 0.3)
-    sums = _cone_sums(kin.eta(lp4), kin.phi(lp4), c_event, kin.eta(vis_p4), kin.phi(vis_p4), kin.pt(vis_p4),
+    sums = kernels.cone_sums(kin.eta(lp4), kin.phi(lp4), c_event, kin.eta(vis_p4), kin.phi(vis_p4), kin.pt(vis_p4),
                       vis_offsets, cone, position[c_idx])
     iso = padded(sums / np.maximum(kin.pt(lp4), 1e-6))
     electrons, muons, lep_stored = measure_leptons(rng, r_lpt, leta, lphi, lep_id, exists, is_prompt,
                                                    np.where(is_prompt, truth.lepton, -1), iso, det)
 
     # MET: the measured jets and prompt lepton; the rest of the visible activity in the calorimeter unclustered
-    def sum_xy(pt_, phi_, mask):
-        return (pt_ * np.cos(phi_) * mask).sum(axis=1), (pt_ * np.sin(phi_) * mask).sum(axis=1)
-
-    jx, jy = sum_xy(rpt, rphi, stored)
+    jx, jy = transverse_sum(rpt, rphi, stored)
     prompt_stored = lep_stored & is_prompt
-    lx, ly = sum_xy(r_lpt, lphi, prompt_stored)
+    lx, ly = transverse_sum(r_lpt, lphi, prompt_stored)
     calo = np.abs(kin.eta(vis_p4)) < jc.max_eta
     vx = np.bincount(vis_event, weights=vis_p4[:, 1] * calo, minlength=n)
     vy = np.bincount(vis_event, weights=vis_p4[:, 2] * calo, minlength=n)
     sum_pt = np.bincount(vis_event, weights=kin.pt(vis_p4) * calo, minlength=n)
-    tjx, tjy = sum_xy(tpt, tphi, stored)
-    tlx, tly = sum_xy(lpt, lphi, prompt_stored)
+    tjx, tjy = transverse_sum(tpt, tphi, stored)
+    tlx, tly = transverse_sum(lpt, lphi, prompt_stored)
     met_pt, met_phi = missing_et(rng, jx + lx, jy + ly, vx - tjx - tlx, vy - tjy - tly, sum_pt, det)
     gx = np.bincount(rec.event, weights=rec.p4[:, 1] * is_nu, minlength=n)
     gy = np.bincount(rec.event, weights=rec.p4[:, 2] * is_nu, minlength=n)
@@ -498,9 +469,7 @@ def simulate_batch(rng: np.random.Generator, prt: ak.Array, process: str, cfg: A
 def _match_jets(jets: np.ndarray, valid: np.ndarray, gjets: np.ndarray, gvalid: np.ndarray, dr: float):
     """Per jet the index of the closest particle-level jet within ``dr`` (NanoAOD's ``Jet_genJetIdx``; -1: none);
     ``gjets`` ordered as they are stored."""
-    deta = kin.eta(jets)[:, :, None] - kin.eta(gjets)[:, None, :]
-    dphi = kin.delta_phi(kin.phi(jets)[:, :, None], kin.phi(gjets)[:, None, :])
-    d2 = np.where(gvalid[:, None, :] & valid[:, :, None], deta**2 + dphi**2, np.inf)
+    d2 = np.where(gvalid[:, None, :] & valid[:, :, None], _delta_r2(jets, gjets), np.inf)
     best = np.argmin(d2, axis=2)
     return np.where(np.take_along_axis(d2, best[..., None], axis=2)[..., 0] < dr * dr, best, -1)
 
