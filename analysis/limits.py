@@ -329,7 +329,7 @@ def split_spurious(samples: ScoredSamples, cfg: LimitConfig, seed: int, construc
     spread = replica_spread(list(reps.values()))
     ts, tw = np.asarray(samples.truth_scores, float), np.asarray(samples.truth_weights, float)
     syst = cfg.background_systematics[0]
-    zs, factors = [], []
+    zs, factors, at_bound = [], [], []
     for k in range(cfg.spurious_splits):
         split_seed = seed + 7919 * (k + 1)
         cal_rows, test_rows = split_rows(len(ts), samples.calibration_fraction, split_seed)
@@ -347,12 +347,16 @@ def split_spurious(samples: ScoredSamples, cfg: LimitConfig, seed: int, construc
         boots = _truth_bootstraps(ts, tw, test_rows, edges, cfg.spurious_bootstraps, split_seed)
         zs.append(fit.mu_hat / math.hypot(fit.error, _truth_spread(ws, boots)))
         factors.append(f)
+        at_bound.append(fit.at_bound)
     z = np.asarray(zs)
     mean, rms = float(z.mean()), float(np.sqrt(np.mean(z ** 2)))
     return {"construction": construction, "background_systematic": syst, "z": z.tolist(), "inflation": factors,
             "mean": mean, "rms": rms, "within_max_sigma": float(np.mean(np.abs(z) <= cfg.spurious_max_sigma)),
+            # splits whose fit ends on the lower bound of mu (a deficit the model cannot describe; their |z| is a
+            # lower bound): none may, for a calibrated procedure
+            "at_bound": int(sum(at_bound)),
             # unbiased within half a sigma and not under-covering (RMS within 1.25: 10 splits' RMS scatters)
-            "calibrated": bool(abs(mean) <= 0.5 and rms <= 1.25)}
+            "calibrated": bool(abs(mean) <= 0.5 and rms <= 1.25 and not any(at_bound))}
 
 
 def independent_test(samples: ScoredSamples, cfg: LimitConfig, seed: int, run: "_Runner", results: dict,
@@ -455,8 +459,9 @@ def independent_test(samples: ScoredSamples, cfg: LimitConfig, seed: int, run: "
         ws = observed_ws(name)
         fit = fit_signal_strength(ws)
         sigma = math.hypot(fit.error, truth_sigma)
+        # a minimum on the lower bound of mu is a deficit the model cannot describe (mu_hat truncated): no pass
         return {**fit.to_dict(), "truth_error": truth_sigma, "sigma": sigma, "z": fit.mu_hat / sigma,
-                "pass": bool(abs(fit.mu_hat) <= cfg.spurious_max_sigma * sigma),
+                "pass": bool(abs(fit.mu_hat) <= cfg.spurious_max_sigma * sigma and not fit.at_bound),
                 "observed_limit": observed_limit(ws, fit=fit), "expected_limit": expected["0"]}
 
     spurious: dict = {"max_sigma": cfg.spurious_max_sigma, "bootstraps": cfg.spurious_bootstraps,
@@ -488,7 +493,8 @@ def independent_test(samples: ScoredSamples, cfg: LimitConfig, seed: int, run: "
                                             edges, sizes[-1])
         sp = spurious["splits"]
         say(f"spurious signal over {cfg.spurious_splits} further truth splits: mean {sp['mean']:+.2f}, RMS "
-            f"{sp['rms']:.2f} ({'calibrated' if sp['calibrated'] else 'NOT calibrated'})")
+            f"{sp['rms']:.2f}" + (f", {sp['at_bound']} fit(s) on the lower bound of mu" if sp["at_bound"] else "")
+            + f" ({'calibrated' if sp['calibrated'] else 'NOT calibrated'})")
     results["spurious"] = spurious
     run.workspaces.update(stored)
 

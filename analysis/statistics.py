@@ -559,15 +559,22 @@ class SignalFit:
     error_down: float  # profile-likelihood interval: 2 (NLL(mu) - NLL(mu_hat)) = 1
     error_up: float
     significance: float  # sign(mu_hat) sqrt(2 (NLL(0) - NLL(mu_hat))), the likelihood-ratio significance
+    # the lower end of the allowed range of mu (where the bin with the largest signal-to-background ratio would
+    # lose half its expectation) cuts the fit: ``at_bound``, the minimum lies on it (the data want a deficit
+    # where the signal is that the model cannot describe; mu_hat is truncated, its true value lower);
+    # ``truncated``, the 68 % interval reaches it (error_down is only the distance to the bound)
+    at_bound: bool = False
+    truncated: bool = False
 
     @property
     def error(self) -> float:
-        """The symmetrised 68 % interval half-width."""
-        return 0.5 * (self.error_down + self.error_up)
+        """The symmetrised 68 % interval half-width; the upper half-width where the interval is truncated below."""
+        return self.error_up if self.truncated else 0.5 * (self.error_down + self.error_up)
 
     def to_dict(self) -> dict[str, float]:
         return {"mu_hat": self.mu_hat, "error": self.error, "error_down": self.error_down,
-                "error_up": self.error_up, "significance": self.significance}
+                "error_up": self.error_up, "significance": self.significance, "at_bound": self.at_bound,
+                "truncated": self.truncated}
 
 
 def _scale_guess(model: ChannelModel) -> float:
@@ -578,9 +585,10 @@ def _scale_guess(model: ChannelModel) -> float:
 def fit_signal_strength(workspace: Mapping[str, Any], data: Sequence[float] | None = None,
                         interval: bool = True) -> SignalFit:
     """Best-fit signal strength to the observations of ``workspace`` (or ``data``), with its profile-likelihood
-    interval and likelihood-ratio significance; negative values allowed (as far as every bin's expectation stays
-    positive). The spurious-signal test fits background-only pseudo-data this way: a faithful background model
-    gives mu_hat compatible with zero. ``interval=False`` skips the interval (NaN errors)."""
+    interval and likelihood-ratio significance; negative values allowed as far as every bin keeps half its
+    background expectation (a minimum on that bound is flagged ``at_bound``, an interval reaching it
+    ``truncated``). The spurious-signal test fits background-only pseudo-data this way: a faithful background
+    model gives mu_hat compatible with zero. ``interval=False`` skips the interval (NaN errors)."""
     model = ChannelModel.from_workspace(workspace)
     n = model.observed if data is None else np.asarray(data, dtype=float)
     lo = -0.5 * float(np.min(model.background / np.maximum(model.signal, 1e-300)))  # keeps lambda > 0
@@ -596,7 +604,7 @@ def fit_signal_strength(workspace: Mapping[str, Any], data: Sequence[float] | No
     hi = scale
     while h(hi) <= h(0.5 * hi) and hi < 1e6:  # the minimum lies below hi
         hi *= 2.0
-    low = -scale
+    low = max(-scale, lo)  # never below the bound (a bracket beyond it gave mu_hat < lo and a negative error)
     while low > lo and h(low) <= h(0.5 * low):  # ... and above low
         low = max(2.0 * low, lo)
     res = optimize.minimize_scalar(h, bounds=(low, hi), method="bounded",
@@ -605,13 +613,19 @@ def fit_signal_strength(workspace: Mapping[str, Any], data: Sequence[float] | No
     h0 = h(0.0)
     if h0 < h_min:  # the minimiser stopped on a flat stretch: zero is at least as good
         mu_hat, h_min = 0.0, h0
+    # bounded Brent stops within a few xatol of an end of the bracket; on the bound the NLL still falls towards it
+    at_bound = low == lo and mu_hat - lo <= 1e-3 * scale and h(lo) <= h_min
+    truncated = [at_bound]
 
     def crossing(direction: float) -> float:
         step = scale
         for _ in range(60):
             mu = mu_hat + direction * step
             if direction < 0 and mu <= lo:
-                return mu_hat - lo
+                if 2.0 * (h(lo) - h_min) < 1.0:  # the interval reaches the bound: truncated there
+                    truncated[0] = True
+                    return mu_hat - lo
+                mu = lo
             if 2.0 * (h(mu) - h_min) > 1.0:
                 root = optimize.brentq(lambda m: 2.0 * (h(m) - h_min) - 1.0, mu_hat + direction * step / 2
                                        if step > scale else mu_hat, mu, xtol=1e-4 * scale)
@@ -621,8 +635,9 @@ def fit_signal_strength(workspace: Mapping[str, Any], data: Sequence[float] | No
 
     z = math.copysign(math.sqrt(max(2.0 * (h0 - h_min), 0.0)), mu_hat)
     if not interval:
-        return SignalFit(mu_hat, math.nan, math.nan, z)
-    return SignalFit(mu_hat, crossing(-1.0), crossing(1.0), z)
+        return SignalFit(mu_hat, math.nan, math.nan, z, at_bound, at_bound)
+    down, up = crossing(-1.0), crossing(1.0)
+    return SignalFit(mu_hat, down, up, z, at_bound, truncated[0])
 
 
 def observed_limit(workspace: Mapping[str, Any], level: float = 0.05, fit: SignalFit | None = None) -> float:
@@ -729,10 +744,13 @@ def pyhf_signal_fit(workspace: Mapping[str, Any]) -> tuple[float, float, float]:
         step = scale
         while mu_hat + direction * step > lo and dq(mu_hat + direction * step) < 0:
             step *= 2.0
-        if mu_hat + direction * step <= lo:
-            errors.append(mu_hat - lo)
-            continue
-        root = optimize.brentq(dq, mu_hat, mu_hat + direction * step, xtol=1e-6 * scale)
+        end = mu_hat + direction * step
+        if end <= lo:
+            if dq(lo) < 0:  # the interval reaches the bound
+                errors.append(mu_hat - lo)
+                continue
+            end = lo
+        root = optimize.brentq(dq, mu_hat, end, xtol=1e-6 * scale)
         errors.append(abs(root - mu_hat))
     return mu_hat, errors[0], errors[1]
 

@@ -158,9 +158,13 @@ class RunAnalysis(AnalysisTask):
                 f"{splits['background_systematic']:.0%} background systematic): spurious signal "
                 f"{splits['mean']:+.2f} σ on average, RMS {splits['rms']:.2f}, "
                 f"{splits['within_max_sigma']:.0%} of the splits within {cfg.limits.spurious_max_sigma:g} σ "
-                "(68 % expected for a calibrated model) - "
+                "(68 % expected for a calibrated model)"
+                + (f", {splits['at_bound']} of them with the fit on the lower bound of μ (a deficit where the "
+                   "signal is that the model cannot describe; their |z| is a lower bound)"
+                   if splits.get("at_bound") else "") + " - "
                 + ("unbiased and calibrated." if splits["calibrated"] else
-                   "<b>biased or under-covering</b> (calibrated: mean within 0.5 σ, RMS at most 1.25)."))
+                   "<b>biased or under-covering</b> (calibrated: mean within 0.5 σ, RMS at most 1.25, no fit on "
+                   "the bound of μ)."))
         first = next(iter(fidelity["generated"].values()), None)
         if first is not None:
             c, mc = first["c2st"], fidelity["simulated_vs_simulated"]

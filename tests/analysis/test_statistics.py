@@ -142,6 +142,28 @@ def test_signal_fit_of_background_only_data_is_zero():
     assert fit.error == pytest.approx(expected_limits(ws)["0"] / 1.96, rel=0.25)  # Gaussian regime, roughly
 
 
+def test_signal_fit_near_the_lower_bound_of_mu_agrees_with_pyhf():
+    """A deficit where the signal is: mu may fall only until the most signal-like bin keeps half its background.
+    An interval ending just inside that bound is found where the profile crosses (not cut at the bound), and a
+    deficit beyond it is flagged, with a non-negative lower error and the upper half-width as the error (the
+    split test once reported z = -314 from a bracket beyond the bound and a negative lower error)."""
+    sig, bkg = np.array([1.0, 2.0, 5.0, 20.0]), np.array([1000.0, 300.0, 50.0, 3.0])
+    lo = -0.5 * np.min(bkg / sig)
+    inside = build_workspace(sig, bkg, 0.05 * bkg, 0.1, name="inside", observations=bkg * [1, 1, 1, 1.1])
+    fit = fit_signal_strength(inside)
+    mu, down, up = pyhf_signal_fit(inside)
+    assert not fit.at_bound and not fit.truncated and fit.mu_hat - fit.error_down > lo
+    assert fit.mu_hat == pytest.approx(mu, abs=5e-3 * fit.error)
+    assert fit.error_down == pytest.approx(down, rel=5e-3) and fit.error_up == pytest.approx(up, rel=5e-3)
+    beyond = build_workspace(sig, bkg, 0.05 * bkg, 0.1, name="beyond", observations=bkg * [1, 1, 0.8, 0.0])
+    fit = fit_signal_strength(beyond)
+    mu, down, up = pyhf_signal_fit(beyond)
+    assert fit.at_bound and fit.truncated
+    assert fit.mu_hat >= lo and fit.mu_hat == pytest.approx(lo, abs=1e-3 * abs(lo)) and mu == pytest.approx(lo, abs=1e-3 * abs(lo))
+    assert 0 <= fit.error_down < 1e-3 * abs(lo) and fit.error == fit.error_up == pytest.approx(up, rel=5e-3)
+    assert fit.significance < 0 and fit_signal_strength(beyond, interval=False).at_bound
+
+
 @pytest.mark.slow
 def test_coherent_generator_shape_agrees_with_pyhf():
     """The non-closure shape (one histosys moving every bin) with per-bin generator uncertainties and the
