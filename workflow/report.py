@@ -139,7 +139,11 @@ class RunAnalysis(AnalysisTask):
                 gu["construction"], "the spread of")
             lines.append(
                 f"Generator uncertainty ({html.escape(gu['construction'])}): {what} {len(gu['replica_seeds'])} "
-                f"bootstrap replicas of the {html.escape(cfg.flows.default)} flow, one nuisance parameter per bin "
+                f"bootstrap replicas of the {html.escape(cfg.flows.default)} flow"
+                + ("" if "pooled" not in gu["spread"] else
+                   f" ({100 * gu['spread']['pooled']:.2f} % pooled over the bins, per-bin differences kept with "
+                   f"weight {gu['spread']['resolved']:.2f}: as far as the replicas resolve them)")
+                + ", one nuisance parameter per bin "
                 f"(RMS over bins {100 * float(np.sqrt(np.mean(np.square(gu['relative'])))):.1f} %), scaled by "
                 f"{gu['inflation']:.2f}, the factor measured on the calibration part that brings the pull RMS to 1 "
                 f"(raw pull RMS there {p['calibration_raw']['rms']:.2f}). On the test part the pulls have RMS "
