@@ -47,14 +47,14 @@ class ReplicaSpread:
     std: np.ndarray  # raw standard deviation of the replica yields
     stat: np.ndarray  # RMS statistical uncertainty of the replica templates (their own events)
     n_replicas: int
-    per_bin: np.ndarray | None = None  # the unshrunk per-bin estimate, floored at zero
-    pooled: float = 0.0  # the relative spread common to all bins
-    resolved: float = 0.0  # weight of the per-bin estimates against the pooled one (bin mean; 0: pooled only)
+    per_bin: np.ndarray  # the unshrunk per-bin estimate, floored at zero
+    pooled: float  # the relative spread common to all bins
+    resolved: float  # weight of the per-bin estimates against the pooled one (bin mean; 0: pooled only)
 
     def to_dict(self) -> dict:
         return {"relative": self.relative.tolist(), "std": self.std.tolist(), "stat": self.stat.tolist(),
                 "n_replicas": self.n_replicas, "pooled": self.pooled, "resolved": self.resolved,
-                "per_bin": None if self.per_bin is None else self.per_bin.tolist()}
+                "per_bin": self.per_bin.tolist()}
 
 
 def replica_spread(replicas: Sequence[Template]) -> ReplicaSpread:
@@ -68,7 +68,7 @@ def replica_spread(replicas: Sequence[Template]) -> ReplicaSpread:
     d_i is shrunk towards their precision-weighted mean by the share of the between-bin variance that the noise
     does not explain (empirical Bayes, method of moments): five replicas give the pooled value wherever the
     bins do not differ by more than their noise, many replicas keep a real per-bin structure. The relative
-    spread is sqrt(max(d, 0))."""
+    spread is the square root of the shrunk d_i, floored at zero."""
     if len(replicas) < 2:
         raise ValueError(f"a generator uncertainty needs at least 2 replicas, got {len(replicas)}")
     y = np.stack([r.yields for r in replicas])

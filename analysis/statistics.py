@@ -245,6 +245,12 @@ class ChannelModel:
     observed: np.ndarray | None = None  # the workspace's observations
     shape: np.ndarray | None = None  # absolute shifts of the coherent histosys generator_shape[j], (shapes, bins)
 
+    @property
+    def mu_lower_bound(self) -> float:
+        """The lowest signal strength a fit may reach: the bin with the largest signal-to-background ratio keeps
+        half its background expectation (every bin's expectation stays positive under the nuisance parameters)."""
+        return -0.5 * float(np.min(self.background / np.maximum(self.signal, 1e-300)))
+
     @classmethod
     def from_workspace(cls, workspace: Mapping[str, Any]) -> "ChannelModel":
         """Read the model from a pyhf JSON workspace; :class:`StatisticsError` if its structure is not the one
@@ -591,7 +597,7 @@ def fit_signal_strength(workspace: Mapping[str, Any], data: Sequence[float] | No
     model gives mu_hat compatible with zero. ``interval=False`` skips the interval (NaN errors)."""
     model = ChannelModel.from_workspace(workspace)
     n = model.observed if data is None else np.asarray(data, dtype=float)
-    lo = -0.5 * float(np.min(model.background / np.maximum(model.signal, 1e-300)))  # keeps lambda > 0
+    lo = model.mu_lower_bound
     scale = _scale_guess(model)
     cache: dict[float, float] = {}
     last = [None]  # warm start: the nuisance parameters of the previous fit
@@ -615,29 +621,28 @@ def fit_signal_strength(workspace: Mapping[str, Any], data: Sequence[float] | No
         mu_hat, h_min = 0.0, h0
     # bounded Brent stops within a few xatol of an end of the bracket; on the bound the NLL still falls towards it
     at_bound = low == lo and mu_hat - lo <= 1e-3 * scale and h(lo) <= h_min
-    truncated = [at_bound]
 
-    def crossing(direction: float) -> float:
+    def crossing(direction: float) -> tuple[float, bool]:
+        """Distance from mu_hat to where 2 (NLL - NLL_min) = 1, and whether the bound cut it there first."""
         step = scale
         for _ in range(60):
             mu = mu_hat + direction * step
             if direction < 0 and mu <= lo:
                 if 2.0 * (h(lo) - h_min) < 1.0:  # the interval reaches the bound: truncated there
-                    truncated[0] = True
-                    return mu_hat - lo
+                    return mu_hat - lo, True
                 mu = lo
             if 2.0 * (h(mu) - h_min) > 1.0:
                 root = optimize.brentq(lambda m: 2.0 * (h(m) - h_min) - 1.0, mu_hat + direction * step / 2
                                        if step > scale else mu_hat, mu, xtol=1e-4 * scale)
-                return abs(root - mu_hat)
+                return abs(root - mu_hat), False
             step *= 2.0
         raise StatisticsError(f"{model.name}: no 68 % interval of mu found")
 
     z = math.copysign(math.sqrt(max(2.0 * (h0 - h_min), 0.0)), mu_hat)
     if not interval:
         return SignalFit(mu_hat, math.nan, math.nan, z, at_bound, at_bound)
-    down, up = crossing(-1.0), crossing(1.0)
-    return SignalFit(mu_hat, down, up, z, at_bound, truncated[0])
+    (down, cut), (up, _) = crossing(-1.0), crossing(1.0)
+    return SignalFit(mu_hat, down, up, z, at_bound, at_bound or cut)
 
 
 def observed_limit(workspace: Mapping[str, Any], level: float = 0.05, fit: SignalFit | None = None) -> float:
@@ -727,7 +732,7 @@ def pyhf_signal_fit(workspace: Mapping[str, Any]) -> tuple[float, float, float]:
     profile-likelihood interval from pyhf's fixed-POI fits: (mu_hat, error_down, error_up); the reference for
     :func:`fit_signal_strength` (the numpy backend's scipy optimiser gives no Hessian)."""
     model_ = ChannelModel.from_workspace(workspace)
-    lo = -0.5 * float(np.min(model_.background / np.maximum(model_.signal, 1e-300)))
+    lo = model_.mu_lower_bound
     scale = _scale_guess(model_)
     pyhf, ws, model, bounds = _pyhf_model(workspace, poi_upper=200.0 * scale + 10.0)
     bounds[model.config.poi_index] = (lo, bounds[model.config.poi_index][1])
