@@ -39,9 +39,10 @@ from coffea.nanoevents import NanoAODSchema
 
 from .config import AnalysisConfig
 from .features import FEATURES, compute_features
+from . import jagged
 from .io import InputError
 from .readers import check_nanoaod, read_higgs_csv, sum_gen_weights
-from .unfolding import truth_columns
+from .unfolding import truth_columns, ttbar_indices
 
 NanoAODSchema.warn_missing_crossrefs = False
 
@@ -62,19 +63,8 @@ _SOFT_LEPTON = ("nMuons", "nElectrons", "muEF", "chEmEF")  # NanoAOD's soft-lept
 _NEUTRINOS = (12, 14, 16)
 
 
-def _padded(values, width: int = MAX_OBJECT_JETS, dtype=np.float32, fill=0) -> np.ndarray:
-    """A jagged per-event array as ``(n, width)``, clipped and padded with ``fill`` (what
-    ``ak.fill_none(ak.pad_none(values, width, clip=True), fill)`` gives, by one numpy scatter)."""
-    counts = ak.to_numpy(ak.num(values, axis=1))
-    flat = ak.to_numpy(ak.flatten(values, axis=1))
-    local = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
-    keep = local < width
-    out = np.full((len(counts), width), fill, dtype=dtype)
-    out[np.repeat(np.arange(len(counts)), counts)[keep], local[keep]] = flat[keep]
-    return out
-
-
-def object_columns(events, leptons, jets, btag, sel: np.ndarray, met) -> dict[str, np.ndarray]:
+def object_columns(events, keep: np.ndarray, leptons, sel: np.ndarray, met, btag_discriminant: str
+                   ) -> dict[str, np.ndarray]:
     """Object-level inputs and truth targets of the selected events, beside the 28 features (issue 15: the
     conditional flows' inputs): the lepton (pt, eta, phi, mass, pdgId), the MET, the number of selected jets and
     the leading :data:`MAX_OBJECT_JETS` of them (pt, eta, phi, mass, b-tag score and, where NanoAOD has them,
@@ -82,49 +72,58 @@ def object_columns(events, leptons, jets, btag, sel: np.ndarray, met) -> dict[st
     named ``obj_*``. Where the truth record exists (simulation: ``GenPart``): per jet its hadron flavour and the
     matched parton (``Jet_genPartIdx``: pdgId and pt, eta, phi, mass; for a b jet the b quark's full momentum,
     neutrinos of its decay included: the b-jet regression's target), and the neutrino of the leptonic W
-    (``truth_nu_*``; zero where there is none)."""
+    (``truth_nu_*``; zero where there is none).
+
+    ``keep``: per jet of ``events.Jet`` (flat), whether it passed the object selection; the selected events'
+    jets and truth records are padded by index (:mod:`analysis.jagged`), without copying the collections."""
+    rows = np.flatnonzero(sel)
     lep = leptons[sel][:, 0]
-    j = jets[sel]
     out = {f"obj_lepton_{k}": np.asarray(lep[k], np.float32) for k in ("pt", "eta", "phi", "mass")}
     out["obj_lepton_pdgId"] = np.asarray(lep["pdgId"], np.int32)
     out["obj_met_pt"], out["obj_met_phi"] = (np.asarray(met[k], np.float32) for k in ("pt", "phi"))
-    out["obj_n_jets"] = np.asarray(ak.num(j), np.int32)
+    jets = events.Jet
+    slots, n_kept = jagged.slot_index(jagged.counts(jets.pt), rows, MAX_OBJECT_JETS, keep)
+    out["obj_n_jets"] = n_kept.astype(np.int32)
     for k in ("pt", "eta", "phi", "mass"):
-        out[f"obj_jet_{k}"] = _padded(j[k])
-    out["obj_jet_btag"] = _padded(btag[sel])
+        out[f"obj_jet_{k}"] = jagged.gather(jagged.flat(jets[k]), slots)
+    out["obj_jet_btag"] = jagged.gather(jagged.flat(jets[btag_discriminant]), slots)
     for k in _SOFT_LEPTON:
         if _has(jets, k):
-            out[f"obj_jet_{k}"] = _padded(j[k], dtype=np.int32 if k.startswith("n") else np.float32)
+            out[f"obj_jet_{k}"] = jagged.gather(jagged.flat(jets[k]), slots,
+                                                dtype=np.int32 if k.startswith("n") else np.float32)
     if "GenPart" in events.fields and _has(jets, "genPartIdx"):
-        # the truth record as padded (n, G) arrays (padding: pdgId 0, no mother), looked up with numpy
-        gen = events.GenPart[sel]
-        width = max(int(np.max(ak.to_numpy(ak.num(gen.pdgId)), initial=0)), 1)
-        padded = {k: _padded(gen[k], width, dtype=np.int64 if k in ("pdgId", "genPartIdxMother") else np.float64,
-                             fill=fill)
-                  for k, fill in (("pdgId", 0), ("genPartIdxMother", -1), ("pt", 0.0), ("eta", 0.0), ("phi", 0.0),
-                                  ("mass", 0.0))}
-        rows = np.arange(len(padded["pdgId"]))[:, None]
-        idx = _padded(j["genPartIdx"], dtype=np.int64, fill=-1)
-        n_gen = ak.to_numpy(ak.num(gen.pdgId))[:, None]
-        for name, index in (("Jet_genPartIdx", idx), ("GenPart_genPartIdxMother", padded["genPartIdxMother"])):
-            if np.any(index >= n_gen):
+        # the truth record of the selected events as padded (n, G) positions into GenPart's flat branches
+        gen = events.GenPart
+        n_gen_all = jagged.counts(gen.pdgId)
+        n_gen = n_gen_all[rows]
+        width = max(int(np.max(n_gen, initial=0)), 1)
+        record, _ = jagged.slot_index(n_gen_all, rows, width)
+        pdg = jagged.gather(jagged.flat(gen.pdgId), record, dtype=np.int64, fill=0)
+        mother = jagged.gather(jagged.flat(gen.genPartIdxMother), record, dtype=np.int64, fill=-1)
+        kinematics = {k: jagged.flat(gen[k]) for k in ("pt", "eta", "phi", "mass")}
+        r = np.arange(len(rows))[:, None]
+        idx = jagged.gather(jagged.flat(jets.genPartIdx), slots, dtype=np.int64, fill=-1)
+        for name, index in (("Jet_genPartIdx", idx), ("GenPart_genPartIdxMother", mother)):
+            if np.any(index >= n_gen[:, None]):
                 raise ValueError(f"{name} points beyond the event's GenPart collection in "
-                                 f"{int(np.any(index >= n_gen, axis=1).sum()):,} selected events")
-        matched = idx >= 0
-        safe = np.where(matched, idx, 0)
-        for k in ("pt", "eta", "phi", "mass", "pdgId"):
-            out[f"truth_jet_parton_{k}"] = np.where(matched, padded[k][rows, safe], 0).astype(
-                np.int32 if k == "pdgId" else np.float32)
+                                 f"{int(np.any(index >= n_gen[:, None], axis=1).sum()):,} selected events")
+        matched = jagged.gather(record.ravel(), np.where(idx >= 0, r * width + idx, -1), dtype=np.int64, fill=-1)
+        for k in ("pt", "eta", "phi", "mass"):
+            out[f"truth_jet_parton_{k}"] = jagged.gather(kinematics[k], matched)
+        out["truth_jet_parton_pdgId"] = jagged.gather(jagged.flat(gen.pdgId), matched, dtype=np.int32)
         if _has(jets, "hadronFlavour"):
-            out["truth_jet_hadronFlavour"] = _padded(j["hadronFlavour"], dtype=np.int32)
-        pdg, mother = padded["pdgId"], padded["genPartIdxMother"]
-        mother_id = np.where(mother >= 0, pdg[rows, np.where(mother >= 0, mother, 0)], 0)
+            out["truth_jet_hadronFlavour"] = jagged.gather(jagged.flat(jets.hadronFlavour), slots, dtype=np.int32)
+        mother_id = np.where(mother >= 0, pdg[r, np.where(mother >= 0, mother, 0)], 0)
         is_nu = np.isin(np.abs(pdg), _NEUTRINOS) & (np.abs(mother_id) == 24)
-        first, has_nu = np.argmax(is_nu, axis=1)[:, None], is_nu.any(axis=1)
+        first, has_nu = np.argmax(is_nu, axis=1), is_nu.any(axis=1)
+        nu = np.where(has_nu, record[r[:, 0], first], -1)
         for k in ("pt", "eta", "phi"):
-            out[f"truth_nu_{k}"] = np.where(has_nu, padded[k][rows, first][:, 0], 0).astype(np.float32)
+            out[f"truth_nu_{k}"] = jagged.gather(kinematics[k], nu)
         # the hard process of single-lepton ttbar (the unfolding's parton level; zero where there is none)
-        out.update(truth_columns(pdg, mother, padded["pt"], padded["eta"], padded["phi"], padded["mass"]))
+        roles, ok = ttbar_indices(pdg, mother)
+        at = {role: record[r[:, 0], i] for role, i in roles.items()}
+        out.update(truth_columns({role: [jagged.gather(kinematics[k], i, dtype=np.float64)
+                                         for k in ("pt", "eta", "phi", "mass")] for role, i in at.items()}, ok))
     return out
 
 
@@ -204,7 +203,7 @@ class SkimProcessor(processor.ProcessorABC):
 
         leptons = ak.concatenate([with_id(ele, ele_ok, 11), with_id(mu, mu_ok, 13)], axis=1)
 
-        jets = events.Jet
+        all_jets = jets = events.Jet
         jet_ok = (jets.pt > s.jet_min_pt) & (abs(jets.eta) < s.jet_max_eta)
         b_all = jets[s.btag_discriminant][jet_ok]
         btag_range = {"jets": int(ak.sum(ak.num(b_all, axis=1))), "below_0": int(ak.sum(b_all < 0)),
@@ -214,9 +213,12 @@ class SkimProcessor(processor.ProcessorABC):
             ids["Jet_jetId"] = _count_passing(jet_ok, jet_id)
             jet_ok = jet_ok & jet_id
         jets = jets[jet_ok]
+        keep = jagged.flat(jet_ok).copy()  # per jet of the collection: passes the object selection
         if s.lepton_jet_min_dr > 0:
             dr = jets.metric_table(leptons)  # (event, jet, lepton)
-            jets = jets[ak.all(dr > s.lepton_jet_min_dr, axis=-1)]
+            clean = ak.all(dr > s.lepton_jet_min_dr, axis=-1)
+            jets = jets[clean]
+            keep[keep] = jagged.flat(clean)
         btag = jets[s.btag_discriminant]
 
         one_lep = ak.num(leptons) == s.n_leptons
@@ -226,17 +228,16 @@ class SkimProcessor(processor.ProcessorABC):
 
         lep = leptons[sel][:, 0]
         met = events[s.met_collection][sel]
-        j = jets[sel][:, :4]
-        jb = btag[sel][:, :4]
+        leading, _ = jagged.slot_index(jagged.counts(all_jets.pt), np.flatnonzero(sel), 4, keep)  # >= 4 each
+        j = {k: jagged.flat(all_jets[k])[leading] for k in ("pt", "eta", "phi", "mass")}
         feats = compute_features(
             {"pt": np.asarray(lep.pt), "eta": np.asarray(lep.eta), "phi": np.asarray(lep.phi),
              "mass": np.asarray(lep.mass)},
             {"pt": np.asarray(met.pt), "phi": np.asarray(met.phi)},
-            {k: ak.to_numpy(j[k]).reshape(-1, 4) for k in ("pt", "eta", "phi", "mass")}
-            | {"btag": ak.to_numpy(jb).reshape(-1, 4)},
+            j | {"btag": jagged.flat(all_jets[s.btag_discriminant])[leading]},
             self.feature_wps,
         )
-        finite = np.all([np.isfinite(feats[k]) for k in FEATURES], axis=0) if len(j) else np.zeros(0, bool)
+        finite = np.all([np.isfinite(feats[k]) for k in FEATURES], axis=0) if len(leading) else np.zeros(0, bool)
 
         w_sel = weight[sel]
         cutflow = {}
@@ -251,7 +252,7 @@ class SkimProcessor(processor.ProcessorABC):
         columns["generated"] = np.zeros(int(finite.sum()), dtype=np.int32)
         columns["weight"] = w_sel[finite]
         columns["event"] = np.asarray(events.event[sel], dtype=np.int64)[finite]
-        for k, v in object_columns(events, leptons, jets, btag, sel, met).items():
+        for k, v in object_columns(events, keep, leptons, sel, met, s.btag_discriminant).items():
             columns[k] = v[finite]
         checks = {"nonfinite": nonfinite, "btag_range": btag_range, "ids": ids}
         return {"cutflow": cutflow, "checks": checks,

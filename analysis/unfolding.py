@@ -6,9 +6,9 @@ Backes, Butter, Dunford, Malaescu, arXiv:2212.08674, whose iterative reweighting
 :func:`prior_weights` follows; the CMS unfolding flow for the matrix-element method, A. Petre for CMS). This module
 holds:
 
-- :func:`ttbar_partons`: the hard process read from a NanoAOD-like ``GenPart`` record by PDG ids and mother
-  indices (tops, their W bosons and b quarks, the lepton, the neutrino, the W's quarks), no index layout assumed
-  (but a record without copies of a particle);
+- :func:`ttbar_indices` and :func:`ttbar_partons`: the hard process read from a NanoAOD-like ``GenPart`` record
+  by PDG ids and mother indices (tops, their W bosons and b quarks, the lepton, the neutrino, the W's quarks), no
+  index layout assumed (but a record without copies of a particle); :func:`truth_columns`, the skim's columns;
 - the parametrisation the flow learns (:data:`TARGETS`, 18 numbers, exact and invertible, :func:`parametrise` and
   :func:`partons_from`): the ttbar system in the lab (pT, rapidity, azimuth relative to the reconstructed lepton,
   and its mass above the sum of the two top masses, so that every sampled event is kinematically possible), the
@@ -183,14 +183,13 @@ def _tt_frame(lepton_phi: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
 
 # -- the truth record ------------------------------------------------------------------------------------------
 
-def ttbar_partons(pdg: np.ndarray, mother: np.ndarray, p4: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The hard process of single-lepton ttbar from a padded truth record: ``pdg``, ``mother`` ``(n, G)``
-    (mother index, -1 for none; padding: pdg 0) and ``p4`` ``(n, G, 4)``. Returns role -> ``(n, 4)`` four-vectors
-    (:data:`ROLES`; q1 the down-type quark) and a mask of the events where every role was found exactly once
-    (elsewhere the four-vectors are zero): leptons and quarks whose mother is a W whose mother is a top, that W and
-    top, and the b quark whose mother is that top. It assumes a record without copies of a particle (as the
-    embedded generator writes it); a shower generator's chains of copies (t -> t -> W ...) would first have to be
-    collapsed to their last copies."""
+def ttbar_indices(pdg: np.ndarray, mother: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Where the hard process of single-lepton ttbar sits in a padded truth record: ``pdg``, ``mother`` ``(n, G)``
+    (mother index, -1 for none; padding: pdg 0). Returns role -> ``(n,)`` index into the record (:data:`ROLES`;
+    q1 the down-type quark; clipped into ``[0, G)``, meaningful only where the mask is true) and a mask of the
+    events where every role was found exactly once: leptons and quarks whose mother is a W whose mother is a top,
+    that W and top, and the b quark whose mother is that top. It assumes a record without copies of a particle
+    (as both event sources write it: the Pythia source keeps the last copies)."""
     pdg, mother = np.asarray(pdg), np.asarray(mother)
     n, g = pdg.shape
     a = np.abs(pdg)
@@ -212,17 +211,25 @@ def ttbar_partons(pdg: np.ndarray, mother: np.ndarray, p4: np.ndarray) -> tuple[
         m = (a == 5) & (mother == idx[f"top_{side}"][:, None])
         ok &= m.sum(axis=1) == 1
         idx[f"b_{side}"] = np.argmax(m, axis=1)
-    out = {r: np.where(ok[:, None], p4[rows, np.clip(idx[r], 0, g - 1)], 0.0) for r in ROLES}
-    return out, ok
+    return {r: np.clip(idx[r], 0, g - 1) for r in ROLES}, ok
 
 
-def truth_columns(pdg: np.ndarray, mother: np.ndarray, pt_, eta, phi_, m) -> dict[str, np.ndarray]:
-    """The skim's truth columns of :func:`ttbar_partons`: ``truth_<role>_{pt,eta,phi,mass}`` (float32) and
-    ``truth_ttbar`` (1 where the hard process was found)."""
-    p4 = p4_from_ptetaphim(pt_, eta, phi_, m)
-    partons, ok = ttbar_partons(pdg, mother, p4)
+def ttbar_partons(pdg: np.ndarray, mother: np.ndarray, p4: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The hard process of single-lepton ttbar (:func:`ttbar_indices`) from a padded truth record with
+    four-vectors ``p4`` ``(n, G, 4)``: role -> ``(n, 4)`` four-vectors (zero where the mask is false) and the mask.
+    A shower generator's chains of copies (t -> t -> W ...) must first be collapsed to their last copies."""
+    idx, ok = ttbar_indices(pdg, mother)
+    rows = np.arange(len(ok))
+    return {r: np.where(ok[:, None], p4[rows, i], 0.0) for r, i in idx.items()}, ok
+
+
+def truth_columns(kinematics: Mapping[str, Sequence[np.ndarray]], ok: np.ndarray) -> dict[str, np.ndarray]:
+    """The skim's truth columns: ``truth_<role>_{pt,eta,phi,mass}`` (float32) and ``truth_ttbar`` (1 where the
+    hard process was found, ``ok``) from role -> ``(pt, eta, phi, mass)`` of the particles :func:`ttbar_indices`
+    found (zero where ``ok`` is false)."""
     out = {"truth_ttbar": ok.astype(np.int8)}
-    for r, p in partons.items():
+    for r in ROLES:
+        p = np.where(ok[:, None], p4_from_ptetaphim(*kinematics[r]), 0.0)
         eta_r = np.arcsinh(p[:, 3] / np.maximum(pt(p), 1e-9))
         for k, v in (("pt", pt(p)), ("eta", np.where(ok, eta_r, 0.0)), ("phi", phi(p)), ("mass", mass(p))):
             out[f"truth_{r}_{k}"] = v.astype(np.float32)

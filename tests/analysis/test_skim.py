@@ -258,17 +258,26 @@ def test_truth_indices_beyond_the_record_refuse_the_file(tmp_path, nanoaod_files
 
 
 @pytest.mark.parametrize("dtype,fill", [(np.float32, 0), (np.float64, 0.0), (np.int32, 0), (np.int64, -1)])
-def test_padding_equals_awkwards_pad_and_fill(dtype, fill):
-    """The skim's numpy padding of jagged arrays gives what ``ak.fill_none(ak.pad_none(..., clip=True))`` gives:
-    clipped rows, the fill value, empty rows and a selection of rows (a non-contiguous list array)."""
-    from analysis.skim import _padded
+def test_padding_by_index_equals_awkwards_selection_pad_and_fill(dtype, fill):
+    """The skim pads jagged collections by index (analysis.jagged): object mask, then a selection of events, then
+    the leading ``width`` objects, as ``ak.fill_none(ak.pad_none(values[keep][rows], width, clip=True), fill)``
+    gives it: clipped rows, the fill value, empty rows, events in any order, the unclipped counts."""
+    from analysis import jagged
 
     rng = np.random.default_rng(3)
     counts = rng.integers(0, 14, 500)
     counts[:3] = 0
     values = ak.unflatten(rng.normal(50, 30, counts.sum()).astype(np.float32) if dtype in (np.float32, np.float64)
                           else rng.integers(-6, 30, counts.sum()).astype(np.int32), counts)
-    for array in (values, values[rng.uniform(size=500) < 0.5]):
-        ref = ak.to_numpy(ak.fill_none(ak.pad_none(array, MAX_OBJECT_JETS, clip=True), fill)).astype(dtype)
-        ours = _padded(array, MAX_OBJECT_JETS, dtype=dtype, fill=fill)
+    keep = ak.unflatten(rng.uniform(size=counts.sum()) < 0.7, counts)
+    for mask, rows in ((None, np.arange(500)), (keep, np.flatnonzero(rng.uniform(size=500) < 0.5)),
+                       (keep, rng.permutation(500)[:100])):
+        selected = (values if mask is None else values[mask])[rows]
+        ref = ak.to_numpy(ak.fill_none(ak.pad_none(selected, MAX_OBJECT_JETS, clip=True), fill)).astype(dtype)
+        index, n_kept = jagged.slot_index(jagged.counts(values), rows, MAX_OBJECT_JETS,
+                                          None if mask is None else jagged.flat(mask))
+        ours = jagged.gather(jagged.flat(values), index, dtype=dtype, fill=fill)
         assert ours.dtype == ref.dtype and np.array_equal(ours, ref)
+        assert np.array_equal(n_kept, ak.to_numpy(ak.num(selected)))
+    with pytest.raises(ValueError, match="keep has 3 entries"):
+        jagged.slot_index(counts, np.arange(5), 4, np.ones(3, bool))
