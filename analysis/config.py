@@ -486,13 +486,16 @@ class TruthConfig:
 @dataclass(frozen=True)
 class FidelityConfig:
     """The high-power classifier two-sample test of generated against truth events: a learning curve at
-    ``train_sizes`` events per class (ascending, at least two) on a fixed test set of ``test_size`` per class;
-    feature-group AUCs at ``group_size``; an MLP as a second opinion at the largest size (``mlp``)."""
+    ``train_sizes`` events per class (ascending, at least two) on a fixed test set of ``test_size`` per class,
+    with ``draws`` further classifiers at the largest size on other draws of the training events (their spread
+    enters the AUC's error); feature-group AUCs at ``group_size``; an MLP as a second opinion at the largest size
+    (``mlp``)."""
 
     train_sizes: tuple[int, ...] = (12_500, 25_000, 50_000, 100_000)
     test_size: int = 50_000
     group_size: int = 25_000
     mlp: bool = True
+    draws: int = 2
 
     def validate(self, path: str) -> None:
         _check(len(self.train_sizes) >= 2 and list(self.train_sizes) == sorted(set(self.train_sizes)),
@@ -501,6 +504,7 @@ class FidelityConfig:
             _at_least(f"{path}.train_sizes", v, 50)
         _at_least(f"{path}.test_size", self.test_size, 50)
         _at_least(f"{path}.group_size", self.group_size, 50)
+        _at_least(f"{path}.draws", self.draws, 0)
 
 
 REGRESSIONS = ("neutrino", "bjet")

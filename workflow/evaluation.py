@@ -175,7 +175,7 @@ class FidelityTest(FeatureSetMixin, AnalysisTask):
                   "generated": {}, "simulated_vs_simulated": None}
         curves = {}
         self.publish_message(f"C2ST learning curve: simulated vs simulated ({source})")
-        mc = c2st_learning_curve(x_cal, x_test, sizes, test_size, seed=cfg.seed, threads=threads)
+        mc = c2st_learning_curve(x_cal, x_test, sizes, test_size, seed=cfg.seed, threads=threads, draws=fc.draws)
         mc.pop("_scores")
         result["simulated_vs_simulated"] = mc
         curves["simulated vs simulated"] = mc
@@ -187,7 +187,8 @@ class FidelityTest(FeatureSetMixin, AnalysisTask):
             gen = {k: v[:n_use] for k, v in gen.items()}
             x_gen, _ = fidelity_matrix(gen)
             self.publish_message(f"C2ST learning curve: generated (seed {s}) vs simulated")
-            curve = c2st_learning_curve(x_test, x_gen, sizes, test_size, seed=cfg.seed, threads=threads)
+            curve = c2st_learning_curve(x_test, x_gen, sizes, test_size, seed=cfg.seed, threads=threads,
+                                        draws=fc.draws)
             curve.pop("_scores")
             row = {"c2st": curve, "validity": validity_comparison(t_test, gen, btag_working_points=wps)}
             if i == 0:
@@ -202,7 +203,8 @@ class FidelityTest(FeatureSetMixin, AnalysisTask):
                     curves[f"generated, seed {s} (MLP)"] = mlp
             result["generated"][str(s)] = row
             curves[f"generated, seed {s}"] = curve
-            self.publish_message(f"seed {s}: C2ST AUC {curve['auc'][-1]:.3f} at {curve['sizes'][-1]:,} per class "
+            self.publish_message(f"seed {s}: C2ST AUC {curve['auc'][-1]:.3f} +- {curve['auc_total_error']:.3f} at "
+                                 f"{curve['sizes'][-1]:,} per class "
                                  f"(simulated vs simulated {mc['auc'][-1]:.3f})")
         result["seconds"] = time.perf_counter() - t0
         out = self.output()

@@ -125,6 +125,26 @@ def test_learning_curve_detects_a_planted_shift_and_rises_with_training_size():
     assert r["slope"] > 0
 
 
+def test_iteration_limit_is_reported_and_training_draws_widen_the_error(monkeypatch):
+    """A fit stopped by its iteration limit is flagged (its AUC a lower bound); further draws of the training
+    events give a spread that enters the error."""
+    from analysis import fidelity
+
+    rng = np.random.default_rng(6)
+    a, b = correlated_gaussians(rng, 9000), correlated_gaussians(rng, 9000)
+    b[:, 3] = b[:, 3] + 0.4 * np.sign(b[:, 7])  # an interaction of two features
+    free = c2st_learning_curve(a, b, [1000, 4000], test_size=4000, seed=2, n_boot=50, draws=2)
+    assert free["converged"] == [True, True] and free["max_iter"] == fidelity.MAX_ITER["hgb"]
+    assert len(free["draw_aucs"]) == 3 and free["draw_aucs"][0] == free["auc"][-1]
+    assert 0 < free["draw_spread"] < 0.05
+    half68 = (free["auc_interval68"][-1][1] - free["auc_interval68"][-1][0]) / 2
+    assert free["auc_total_error"] == pytest.approx(np.hypot(half68, free["draw_spread"]))
+    monkeypatch.setitem(fidelity.MAX_ITER, "hgb", 3)
+    capped = c2st_learning_curve(a, b, [1000, 4000], test_size=4000, seed=2, n_boot=50)
+    assert capped["converged"] == [False, False] and capped["n_iter"] == [3, 3]
+    assert capped["draw_spread"] is None and capped["draw_aucs"] == [capped["auc"][-1]]
+
+
 def test_learning_curve_clips_sizes_and_rejects_too_small_samples():
     rng = np.random.default_rng(5)
     a, b = rng.normal(size=(1600, 3)), rng.normal(size=(2000, 3))
