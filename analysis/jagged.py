@@ -24,6 +24,12 @@ def counts(values: ak.Array) -> np.ndarray:
     return ak.to_numpy(ak.num(values, axis=1)).astype(np.int64)
 
 
+def per_event(n_obj: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """How many objects of each event ``mask`` (flat, one entry per object) selects."""
+    n_obj = np.asarray(n_obj, np.int64)
+    return np.bincount(np.repeat(np.arange(len(n_obj)), n_obj)[np.asarray(mask, bool)], minlength=len(n_obj))
+
+
 def slot_index(n_obj: np.ndarray, rows: np.ndarray, width: int,
                keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Positions in the flat content of the first ``width`` kept objects of each event in ``rows``.
@@ -37,6 +43,11 @@ def slot_index(n_obj: np.ndarray, rows: np.ndarray, width: int,
     n_obj, rows = np.asarray(n_obj, np.int64), np.asarray(rows, np.int64)
     if keep is not None and len(keep) != int(n_obj.sum()):
         raise ValueError(f"keep has {len(keep)} entries for a collection of {int(n_obj.sum())} objects")
+    if keep is None:  # every object: the positions follow from the offsets
+        starts = (np.cumsum(n_obj) - n_obj)[rows]
+        n_kept = n_obj[rows]
+        local = np.arange(width)[None, :]
+        return np.where(local < n_kept[:, None], starts[:, None] + local, -1), n_kept
     slot_of_event = np.full(len(n_obj), -1, np.int64)
     slot_of_event[rows] = np.arange(len(rows))
     wanted = np.repeat(slot_of_event >= 0, n_obj)

@@ -63,8 +63,8 @@ _SOFT_LEPTON = ("nMuons", "nElectrons", "muEF", "chEmEF")  # NanoAOD's soft-lept
 _NEUTRINOS = (12, 14, 16)
 
 
-def object_columns(events, keep: np.ndarray, leptons, sel: np.ndarray, met, btag_discriminant: str
-                   ) -> dict[str, np.ndarray]:
+def object_columns(events, keep: np.ndarray, lep: dict[str, np.ndarray], sel: np.ndarray, met,
+                   btag_discriminant: str) -> dict[str, np.ndarray]:
     """Object-level inputs and truth targets of the selected events, beside the 28 features (issue 15: the
     conditional flows' inputs): the lepton (pt, eta, phi, mass, pdgId), the MET, the number of selected jets and
     the leading :data:`MAX_OBJECT_JETS` of them (pt, eta, phi, mass, b-tag score and, where NanoAOD has them,
@@ -74,10 +74,10 @@ def object_columns(events, keep: np.ndarray, leptons, sel: np.ndarray, met, btag
     neutrinos of its decay included: the b-jet regression's target), and the neutrino of the leptonic W
     (``truth_nu_*``; zero where there is none).
 
-    ``keep``: per jet of ``events.Jet`` (flat), whether it passed the object selection; the selected events'
-    jets and truth records are padded by index (:mod:`analysis.jagged`), without copying the collections."""
+    ``keep``: per jet of ``events.Jet`` (flat), whether it passed the object selection; ``lep``: the selected
+    events' lepton, field -> array; their jets and truth records are padded by index (:mod:`analysis.jagged`),
+    without copying the collections."""
     rows = np.flatnonzero(sel)
-    lep = leptons[sel][:, 0]
     out = {f"obj_lepton_{k}": np.asarray(lep[k], np.float32) for k in ("pt", "eta", "phi", "mass")}
     out["obj_lepton_pdgId"] = np.asarray(lep["pdgId"], np.int32)
     out["obj_met_pt"], out["obj_met_phi"] = (np.asarray(met[k], np.float32) for k in ("pt", "phi"))
@@ -144,9 +144,58 @@ def _count_nonfinite(values) -> dict[str, int]:
     return {"objects": n, "events": n, "total": len(bad)}
 
 
-def _count_passing(candidates: ak.Array, passing: ak.Array) -> dict[str, int]:
+def _count_passing(candidates: np.ndarray, passing: np.ndarray) -> dict[str, int]:
     """Objects in the acceptance (``candidates``) and how many of them pass (``passing``, same shape)."""
-    return {"candidates": int(ak.sum(candidates)), "passing": int(ak.sum(candidates & passing))}
+    return {"candidates": int(np.sum(candidates)), "passing": int(np.sum(candidates & passing))}
+
+
+_LEPTON_FIELDS = ("pt", "eta", "phi", "mass", "pdgId")
+
+
+def _lepton_table(ele, mu, ele_slots: np.ndarray, mu_slots: np.ndarray) -> dict[str, np.ndarray]:
+    """The selected leptons of events holding exactly as many as the selection asks, electrons before muons (the
+    order of the former ``ak.concatenate([electrons, muons])``): field -> ``(events, n_leptons)``, from the
+    positions of each event's selected electrons and muons (:func:`analysis.jagged.slot_index`). The PDG id is
+    the branch's where the file has one, else 11 or 13 (unsigned)."""
+    n_e = (ele_slots >= 0).sum(axis=1, keepdims=True)
+    k = np.arange(ele_slots.shape[1])[None, :]
+    is_ele = k < n_e
+    mu_pos = np.take_along_axis(mu_slots, np.clip(k - n_e, 0, None), axis=1)
+    out = {}
+    for f in _LEPTON_FIELDS:
+        parts = []
+        for coll, pdg in ((ele, 11), (mu, 13)):
+            if f == "pdgId" and not _has(coll, f):
+                parts.append(np.full(len(jagged.flat(coll.pt)), pdg, np.int32))
+            else:
+                parts.append(jagged.flat(coll[f]))
+        dtype = np.result_type(*parts)
+        out[f] = np.where(is_ele, jagged.gather(parts[0], np.where(is_ele, ele_slots, -1), dtype=dtype),
+                          jagged.gather(parts[1], np.where(is_ele, -1, mu_pos), dtype=dtype))
+    return out
+
+
+def _clean_of_leptons(jets, n_jet: np.ndarray, lep_rows: np.ndarray, leptons: dict[str, np.ndarray],
+                      min_dr: float, behavior) -> np.ndarray:
+    """Per jet of the collection (flat): Delta R > ``min_dr`` to every selected lepton of its event, for the
+    events ``lep_rows`` whose leptons ``leptons`` holds (:func:`_lepton_table`); true for the jets of other
+    events, which the selection drops anyway. Delta R is coffea's (the vector library's), jet against lepton,
+    on the flat arrays: the same arithmetic as ``jets.metric_table(leptons)`` on the jagged ones."""
+    slot = np.full(len(n_jet), -1, np.int64)
+    slot[lep_rows] = np.arange(len(lep_rows))
+    owner = np.repeat(slot, n_jet)
+    cand = owner >= 0
+    fields = ("pt", "eta", "phi", "mass")
+    j = ak.zip({f: jagged.flat(jets[f])[cand] for f in fields}, with_name="PtEtaPhiMLorentzVector",
+               behavior=behavior)
+    clean = np.ones(len(owner), bool)
+    ok = np.ones(int(cand.sum()), bool)
+    for k in range(next(iter(leptons.values())).shape[1]):
+        lep = ak.zip({f: leptons[f][owner[cand], k] for f in fields}, with_name="PtEtaPhiMLorentzVector",
+                     behavior=behavior)
+        ok &= ak.to_numpy(j.delta_r(lep)) > min_dr
+    clean[cand] = ok
+    return clean
 
 
 class SkimProcessor(processor.ProcessorABC):
@@ -177,64 +226,59 @@ class SkimProcessor(processor.ProcessorABC):
             nonfinite["genWeight"] = _count_nonfinite(events.genWeight)
         ids = {}
 
-        ele = events.Electron
-        ele_ok = (ele.pt > s.electron_min_pt) & (abs(ele.eta) < s.electron_max_eta)
+        # object selection on the collections' flat branches (one entry per object), counted per event
+        ele, mu, all_jets = events.Electron, events.Muon, events.Jet
+        n_ele, n_mu, n_jet = jagged.counts(ele.pt), jagged.counts(mu.pt), jagged.counts(all_jets.pt)
+        ele_ok = (jagged.flat(ele.pt) > s.electron_min_pt) & (np.abs(jagged.flat(ele.eta)) < s.electron_max_eta)
         if _has(ele, "cutBased"):
-            ele_id = ele.cutBased >= s.electron_min_cut_based
+            ele_id = jagged.flat(ele.cutBased) >= s.electron_min_cut_based
             ids["Electron_cutBased"] = _count_passing(ele_ok, ele_id)
-            ele_ok = ele_ok & ele_id
+            ele_ok &= ele_id
         if _has(ele, "pfRelIso03_all"):
-            ele_ok = ele_ok & (ele.pfRelIso03_all < s.electron_max_rel_iso)
-        mu = events.Muon
-        mu_ok = (mu.pt > s.muon_min_pt) & (abs(mu.eta) < s.muon_max_eta)
+            ele_ok &= jagged.flat(ele.pfRelIso03_all) < s.electron_max_rel_iso
+        mu_ok = (jagged.flat(mu.pt) > s.muon_min_pt) & (np.abs(jagged.flat(mu.eta)) < s.muon_max_eta)
         if _has(mu, "tightId"):
-            mu_id = mu.tightId != 0  # UChar in central NanoAOD, bool in private files
+            mu_id = jagged.flat(mu.tightId) != 0  # UChar in central NanoAOD, bool in private files
             ids["Muon_tightId"] = _count_passing(mu_ok, mu_id)
-            mu_ok = mu_ok & mu_id
+            mu_ok &= mu_id
         if _has(mu, "pfRelIso04_all"):
-            mu_ok = mu_ok & (mu.pfRelIso04_all < s.muon_max_rel_iso)
-        fields = ["pt", "eta", "phi", "mass"]
+            mu_ok &= jagged.flat(mu.pfRelIso04_all) < s.muon_max_rel_iso
+        n_lep = jagged.per_event(n_ele, ele_ok) + jagged.per_event(n_mu, mu_ok)
+        one_lep = n_lep == s.n_leptons
+        # the selected leptons of those events, electrons before muons: (rows, n_leptons) positions of each kind
+        lep_rows = np.flatnonzero(one_lep)
+        ele_slots, _ = jagged.slot_index(n_ele, lep_rows, s.n_leptons, ele_ok)
+        mu_slots, _ = jagged.slot_index(n_mu, lep_rows, s.n_leptons, mu_ok)
+        leptons = _lepton_table(ele, mu, ele_slots, mu_slots)
 
-        def with_id(coll, ok, pdg):  # the kinematics and the PDG id (unsigned where a file lacks pdgId)
-            cols = {f: coll[ok][f] for f in fields}
-            cols["pdgId"] = coll[ok]["pdgId"] if _has(coll, "pdgId") else ak.values_astype(
-                ak.ones_like(coll[ok]["pt"]) * pdg, np.int32)
-            return ak.zip(cols, with_name="PtEtaPhiMLorentzVector", behavior=events.behavior)
-
-        leptons = ak.concatenate([with_id(ele, ele_ok, 11), with_id(mu, mu_ok, 13)], axis=1)
-
-        all_jets = jets = events.Jet
-        jet_ok = (jets.pt > s.jet_min_pt) & (abs(jets.eta) < s.jet_max_eta)
-        b_all = jets[s.btag_discriminant][jet_ok]
-        btag_range = {"jets": int(ak.sum(ak.num(b_all, axis=1))), "below_0": int(ak.sum(b_all < 0)),
-                      "above_1": int(ak.sum(b_all > 1)), "not_finite": int(ak.sum(~np.isfinite(b_all)))}
-        if _has(jets, "jetId"):
-            jet_id = jets.jetId >= s.jet_min_id
+        jet_ok = (jagged.flat(all_jets.pt) > s.jet_min_pt) & (np.abs(jagged.flat(all_jets.eta)) < s.jet_max_eta)
+        btag_all = jagged.flat(all_jets[s.btag_discriminant])
+        b_acc = btag_all[jet_ok]
+        btag_range = {"jets": int(len(b_acc)), "below_0": int(np.sum(b_acc < 0)), "above_1": int(np.sum(b_acc > 1)),
+                      "not_finite": int(np.sum(~np.isfinite(b_acc)))}
+        if _has(all_jets, "jetId"):
+            jet_id = jagged.flat(all_jets.jetId) >= s.jet_min_id
             ids["Jet_jetId"] = _count_passing(jet_ok, jet_id)
-            jet_ok = jet_ok & jet_id
-        jets = jets[jet_ok]
-        keep = jagged.flat(jet_ok).copy()  # per jet of the collection: passes the object selection
+            jet_ok &= jet_id
+        keep = jet_ok  # per jet of the collection: passes the object selection
         if s.lepton_jet_min_dr > 0:
-            dr = jets.metric_table(leptons)  # (event, jet, lepton)
-            clean = ak.all(dr > s.lepton_jet_min_dr, axis=-1)
-            jets = jets[clean]
-            keep[keep] = jagged.flat(clean)
-        btag = jets[s.btag_discriminant]
+            keep = keep & _clean_of_leptons(all_jets, n_jet, lep_rows, leptons, s.lepton_jet_min_dr, events.behavior)
+        n_jets = jagged.per_event(n_jet, keep)
+        n_b = jagged.per_event(n_jet, keep & (btag_all > self.btag_wp))
 
-        one_lep = ak.num(leptons) == s.n_leptons
-        enough_jets = one_lep & (ak.num(jets) >= s.min_jets)
-        enough_b = enough_jets & (ak.sum(btag > self.btag_wp, axis=1) >= s.min_btags)
-        sel = np.asarray(enough_b)
+        enough_jets = one_lep & (n_jets >= s.min_jets)
+        sel = enough_jets & (n_b >= s.min_btags)
 
-        lep = leptons[sel][:, 0]
+        rows = np.flatnonzero(sel)
+        first = np.searchsorted(lep_rows, rows)  # sel implies one_lep: every selected event is in lep_rows
+        lep = {k: v[first, 0] for k, v in leptons.items()}  # the first selected lepton
         met = events[s.met_collection][sel]
-        leading, _ = jagged.slot_index(jagged.counts(all_jets.pt), np.flatnonzero(sel), 4, keep)  # >= 4 each
+        leading, _ = jagged.slot_index(n_jet, rows, 4, keep)  # >= 4 each
         j = {k: jagged.flat(all_jets[k])[leading] for k in ("pt", "eta", "phi", "mass")}
         feats = compute_features(
-            {"pt": np.asarray(lep.pt), "eta": np.asarray(lep.eta), "phi": np.asarray(lep.phi),
-             "mass": np.asarray(lep.mass)},
+            {k: lep[k] for k in ("pt", "eta", "phi", "mass")},
             {"pt": np.asarray(met.pt), "phi": np.asarray(met.phi)},
-            j | {"btag": jagged.flat(all_jets[s.btag_discriminant])[leading]},
+            j | {"btag": btag_all[leading]},
             self.feature_wps,
         )
         finite = np.all([np.isfinite(feats[k]) for k in FEATURES], axis=0) if len(leading) else np.zeros(0, bool)
@@ -242,7 +286,7 @@ class SkimProcessor(processor.ProcessorABC):
         w_sel = weight[sel]
         cutflow = {}
         for step, mask_w in zip(CUTFLOW_STEPS, [
-            weight, weight[np.asarray(one_lep)], weight[np.asarray(enough_jets)], w_sel, w_sel[finite],
+            weight, weight[one_lep], weight[enough_jets], w_sel, w_sel[finite],
         ]):
             cutflow[step] = {"events": int(len(mask_w)), "sumw": float(np.sum(mask_w))}
         cutflow["all"]["events"] = n_all
@@ -252,7 +296,7 @@ class SkimProcessor(processor.ProcessorABC):
         columns["generated"] = np.zeros(int(finite.sum()), dtype=np.int32)
         columns["weight"] = w_sel[finite]
         columns["event"] = np.asarray(events.event[sel], dtype=np.int64)[finite]
-        for k, v in object_columns(events, keep, leptons, sel, met, s.btag_discriminant).items():
+        for k, v in object_columns(events, keep, lep, sel, met, s.btag_discriminant).items():
             columns[k] = v[finite]
         checks = {"nonfinite": nonfinite, "btag_range": btag_range, "ids": ids}
         return {"cutflow": cutflow, "checks": checks,

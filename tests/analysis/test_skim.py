@@ -270,8 +270,8 @@ def test_padding_by_index_equals_awkwards_selection_pad_and_fill(dtype, fill):
     values = ak.unflatten(rng.normal(50, 30, counts.sum()).astype(np.float32) if dtype in (np.float32, np.float64)
                           else rng.integers(-6, 30, counts.sum()).astype(np.int32), counts)
     keep = ak.unflatten(rng.uniform(size=counts.sum()) < 0.7, counts)
-    for mask, rows in ((None, np.arange(500)), (keep, np.flatnonzero(rng.uniform(size=500) < 0.5)),
-                       (keep, rng.permutation(500)[:100])):
+    for mask, rows in ((None, np.arange(500)), (None, rng.permutation(500)[:50]),
+                       (keep, np.flatnonzero(rng.uniform(size=500) < 0.5)), (keep, rng.permutation(500)[:100])):
         selected = (values if mask is None else values[mask])[rows]
         ref = ak.to_numpy(ak.fill_none(ak.pad_none(selected, MAX_OBJECT_JETS, clip=True), fill)).astype(dtype)
         index, n_kept = jagged.slot_index(jagged.counts(values), rows, MAX_OBJECT_JETS,
@@ -281,3 +281,58 @@ def test_padding_by_index_equals_awkwards_selection_pad_and_fill(dtype, fill):
         assert np.array_equal(n_kept, ak.to_numpy(ak.num(selected)))
     with pytest.raises(ValueError, match="keep has 3 entries"):
         jagged.slot_index(counts, np.arange(5), 4, np.ones(3, bool))
+
+
+def _random_leptons(rng, n, pdg, with_id=True):
+    counts = rng.integers(0, 3, n)
+    total = int(counts.sum())
+    fields = {"pt": rng.exponential(40, total).astype(np.float32), "eta": rng.uniform(-2.6, 2.6, total).astype(
+        np.float32), "phi": rng.uniform(-np.pi, np.pi, total).astype(np.float32),
+              "mass": np.full(total, 0.105, np.float32)}
+    if with_id:
+        fields["pdgId"] = (pdg * rng.choice([-1, 1], total)).astype(np.int32)
+    return ak.unflatten(ak.zip(fields), counts), ak.unflatten(rng.uniform(size=total) < 0.6, counts)
+
+
+@pytest.mark.parametrize("n_leptons", [1, 2])
+def test_flat_lepton_selection_and_cleaning_equal_awkwards(n_leptons):
+    """The skim's selection on flat branches gives what awkward's did: the selected leptons of events with exactly
+    ``n_leptons`` of them in the order of ``ak.concatenate([electrons, muons])`` (a file without ``Muon_pdgId``
+    gets 13), and jets cleaned against them with coffea's Delta R from ``metric_table``, to the last bit."""
+    from coffea.nanoevents.methods import vector as cvector
+
+    from analysis import jagged
+    from analysis.skim import _clean_of_leptons, _lepton_table
+
+    rng = np.random.default_rng(8)
+    n = 3000
+    ele, ele_ok = _random_leptons(rng, n, 11)
+    mu, mu_ok = _random_leptons(rng, n, 13, with_id=False)
+    n_lep = jagged.per_event(jagged.counts(ele.pt), jagged.flat(ele_ok)) + jagged.per_event(
+        jagged.counts(mu.pt), jagged.flat(mu_ok))
+    assert np.array_equal(n_lep, ak.to_numpy(ak.num(ele[ele_ok]) + ak.num(mu[mu_ok])))
+    rows = np.flatnonzero(n_lep == n_leptons)
+    ele_slots, _ = jagged.slot_index(jagged.counts(ele.pt), rows, n_leptons, jagged.flat(ele_ok))
+    mu_slots, _ = jagged.slot_index(jagged.counts(mu.pt), rows, n_leptons, jagged.flat(mu_ok))
+    table = _lepton_table(ele, mu, ele_slots, mu_slots)
+    mu_with_id = ak.with_field(mu, ak.values_astype(ak.ones_like(mu.pt) * 13, np.int32), "pdgId")
+    reference = ak.concatenate([ele[ele_ok], mu_with_id[mu_ok]], axis=1)[rows]
+    for f in ("pt", "eta", "phi", "mass", "pdgId"):
+        ref = ak.to_numpy(reference[f]).reshape(len(rows), n_leptons)
+        assert table[f].dtype == ref.dtype and np.array_equal(table[f], ref), f
+
+    counts = rng.integers(0, 9, n)
+    total = int(counts.sum())
+    jets = ak.zip({"pt": rng.exponential(50, total).astype(np.float32),
+                   "eta": rng.uniform(-2.5, 2.5, total).astype(np.float32),
+                   "phi": rng.uniform(-np.pi, np.pi, total).astype(np.float32),
+                   "mass": rng.uniform(0, 20, total).astype(np.float32)})
+    jets = ak.unflatten(jets, counts)
+    clean = _clean_of_leptons(jets, counts, rows, table, 1.0, cvector.behavior)
+    as_vectors = {"with_name": "PtEtaPhiMLorentzVector", "behavior": cvector.behavior}
+    j = ak.zip({f: jets[f] for f in ("pt", "eta", "phi", "mass")}, **as_vectors)[rows]
+    leptons = ak.zip({f: reference[f] for f in ("pt", "eta", "phi", "mass")}, **as_vectors)
+    expected = ak.to_numpy(ak.flatten(ak.all(j.metric_table(leptons) > 1.0, axis=-1)))
+    owned = np.repeat(np.isin(np.arange(n), rows), counts)
+    assert np.array_equal(clean[owned], expected) and clean[~owned].all()
+    assert 0.05 < 1 - expected.mean() < 0.5  # the cleaning removed some jets, not all
