@@ -210,12 +210,16 @@ def c2st_learning_curve(a: np.ndarray, b: np.ndarray, sizes: Sequence[int], test
     bound.
 
     ``draws``: further classifiers at the largest size, each trained on another random draw of that many events
-    per class from what is left after the test set (the same events where nothing more is left) with its own
-    seed, all evaluated on the same test set. Their spread is the part of the AUC's uncertainty that the test-set
-    bootstrap cannot see (training events and classifier seed: 0.004 at 10^5 per class on the quickstart, about
-    three times the bootstrap's 68 % half-width): ``draw_aucs`` (the curve's own fit first), ``draw_spread``
-    (their standard deviation), ``auc_total_error`` (68 % half-width of the bootstrap and the draw spread added
-    in quadrature, for the largest size).
+    per class from what is left after the test set (the test events are never used; the same events where
+    nothing more is left) with its own seed, all evaluated on the same test set. Their spread is the part of the
+    AUC's uncertainty that the test-set bootstrap cannot see (training events and classifier seed: 0.002-0.004 at
+    10^5 per class on the quickstart over three and four draws, two to three times the bootstrap's 68 %
+    half-width of 0.0012). The draws overlap where the pool is not much larger than the size (on the quickstart
+    about half of each draw is shared), and a spread from three values is itself uncertain by about 50 %, so it
+    is a rough, rather low, estimate: ``draw_aucs`` (the curve's own fit first), ``draw_spread`` (their standard
+    deviation), ``auc_total_error`` (68 %: the bootstrap's 68 % half-width and the draw spread added in
+    quadrature, for the largest size), ``slope_last_total_error`` (the bootstrap error of ``slope_last`` with the
+    draw spread of both points added).
 
     ``threads`` limits the thread pools of the fits (``threadpoolctl``; None: no limit). On a machine whose cores
     are busy, one thread is much faster: OpenMP threads of the boosted trees then wait for each other.
@@ -230,7 +234,7 @@ def c2st_learning_curve(a: np.ndarray, b: np.ndarray, sizes: Sequence[int], test
     Returns a JSON-ready dict: ``classifier``, ``sizes``, ``test_size``, ``auc``, ``auc_error``,
     ``auc_interval68``, ``auc_interval95``, ``train_seconds``, ``n_iter``, ``slope``, ``slope_error``,
     ``slope_last``, ``slope_last_error``, ``requested_sizes``, ``clipped``, ``n_features``, ``converged``,
-    ``max_iter``, ``draw_aucs``, ``draw_spread``, ``auc_total_error``, and under ``"_scores"`` (not JSON) the
+    ``max_iter``, ``draw_aucs``, ``draw_spread``, ``auc_total_error``, ``slope_last_total_error``, and under ``"_scores"`` (not JSON) the
     test scores of the largest size, ``{"a": ..., "b": ...}``.
     """
     if classifier not in CLASSIFIERS:
@@ -300,6 +304,8 @@ def c2st_learning_curve(a: np.ndarray, b: np.ndarray, sizes: Sequence[int], test
         "draw_aucs": draw_aucs,
         "draw_spread": draw_spread,
         "auc_total_error": float(np.hypot(half68, draw_spread or 0.0)),
+        "slope_last_total_error": float(np.hypot(np.std(last_boot, ddof=1) if n_boot > 1 else 0.0,
+                                                 np.sqrt(2) * (draw_spread or 0.0) / np.log10(x[-1] / x[-2]))),
         "_scores": {"a": score[:test_size], "b": score[test_size:]},
     }
 

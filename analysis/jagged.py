@@ -37,12 +37,15 @@ def slot_index(n_obj: np.ndarray, rows: np.ndarray, width: int,
     ``n_obj``: objects per event of the whole collection (:func:`counts`); ``rows``: the events wanted, distinct,
     in the order wanted; ``keep``: a flat boolean per object (default: every object). Returns ``(index,
     n_kept)``: ``index`` ``(len(rows), width)`` with -1 where an event has fewer kept objects, and the number of
-    kept objects of each event (not clipped at ``width``). Vectorised over the objects of the wanted events (no
-    compiled kernel: a skim job would pay more for its first call than it saves).
+    kept objects of each event (not clipped at ``width``). Without ``keep`` the positions follow from the offsets;
+    with it the work is vectorised over every object of the collection (no compiled kernel: numba's first call
+    in a fresh skim process costs more than it saves there).
     """
     n_obj, rows = np.asarray(n_obj, np.int64), np.asarray(rows, np.int64)
     if keep is not None and len(keep) != int(n_obj.sum()):
         raise ValueError(f"keep has {len(keep)} entries for a collection of {int(n_obj.sum())} objects")
+    if len(np.unique(rows)) != len(rows):
+        raise ValueError("rows must be distinct events")
     if keep is None:  # every object: the positions follow from the offsets
         starts = (np.cumsum(n_obj) - n_obj)[rows]
         n_kept = n_obj[rows]
@@ -65,9 +68,10 @@ def slot_index(n_obj: np.ndarray, rows: np.ndarray, width: int,
 
 
 def gather(content: np.ndarray, index: np.ndarray, dtype=np.float32, fill=0) -> np.ndarray:
-    """``content`` at ``index`` (any shape; -1: ``fill``), cast to ``dtype``."""
-    if content.size == 0:
+    """``content`` at ``index`` (any shape; -1: ``fill``), cast to ``dtype``; an index beyond ``content`` raises
+    ``IndexError``."""
+    if content.size == 0 and not np.any(index >= 0):
         return np.full(index.shape, fill, dtype=dtype)
-    out = np.take(content, index, mode="clip").astype(dtype, copy=False)
+    out = np.take(content, np.maximum(index, 0)).astype(dtype, copy=False)
     np.putmask(out, index < 0, fill)
     return out

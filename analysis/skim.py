@@ -273,7 +273,9 @@ class SkimProcessor(processor.ProcessorABC):
         first = np.searchsorted(lep_rows, rows)  # sel implies one_lep: every selected event is in lep_rows
         lep = {k: v[first, 0] for k, v in leptons.items()}  # the first selected lepton
         met = events[s.met_collection][sel]
-        leading, _ = jagged.slot_index(n_jet, rows, 4, keep)  # >= 4 each
+        leading, _ = jagged.slot_index(n_jet, rows, 4, keep)
+        if np.any(leading < 0):  # the configuration requires min_jets >= 4; never read a padding slot
+            raise ValueError("a selected event has fewer than four selected jets (skim.min_jets < 4?)")
         j = {k: jagged.flat(all_jets[k])[leading] for k in ("pt", "eta", "phi", "mass")}
         feats = compute_features(
             {k: lep[k] for k in ("pt", "eta", "phi", "mass")},

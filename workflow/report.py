@@ -176,13 +176,15 @@ class RunAnalysis(AnalysisTask):
                 f"Fidelity, high-power C2ST (tuned gradient boosting, {c['sizes'][-1]:,} events per class, "
                 f"{c['test_size']:,} test events per class): AUC {c['auc'][-1]:.3f} (95 % interval of the test "
                 f"set {c['auc_interval95'][-1][0]:.3f}-{c['auc_interval95'][-1][1]:.3f}"
-                + (f"; ± {c['auc_total_error']:.3f} with the spread over {len(c['draw_aucs'])} draws of the "
-                   f"training events, {c['draw_spread']:.3f}" if c.get("draw_spread") is not None else "")
+                + (f"; ± {c['auc_total_error']:.3f} (68 %) with the spread over {len(c['draw_aucs'])} draws of "
+                   f"the training events, {c['draw_spread']:.3f}" if c.get("draw_spread") is not None else "")
                 + f") against {mc['auc'][-1]:.3f} for simulated against simulated"
                 + ("" if c.get("converged", [True])[-1] else
                    f"; <b>the classifier stopped at its limit of {c['max_iter']} rounds: a lower bound</b>")
-                + f"; slope over the two largest sizes {c['slope_last']:+.3f} ± {c['slope_last_error']:.3f} per decade"
-                + (" (still rising: the true AUC is higher)" if c["slope_last"] > 2 * c["slope_last_error"] else "")
+                + f"; slope over the two largest sizes {c['slope_last']:+.3f} ± "
+                f"{c.get('slope_last_total_error', c['slope_last_error']):.3f} per decade"
+                + (" (still rising: the true AUC is higher)"
+                   if c["slope_last"] > 2 * c.get("slope_last_total_error", c["slope_last_error"]) else "")
                 + ". Physical validity failing against simulation: "
                 + (", ".join(f"{k} ({v['generated']:.3f} vs {v['simulated']:.3f})" for k, v in
                              first["validity"].items() if not v["consistent"]) or "none") + ".")
@@ -233,10 +235,11 @@ class RunAnalysis(AnalysisTask):
                          f"{c['auc_interval95'][-1][0]:.3f}-{c['auc_interval95'][-1][1]:.3f}",
                          "-" if c.get("draw_spread") is None else
                          f"{c['draw_spread']:.3f} ({len(c['draw_aucs'])} draws); total ± {c['auc_total_error']:.3f}",
-                         f"{c['slope_last']:+.3f} ± {c['slope_last_error']:.3f}"])
+                         f"{c['slope_last']:+.3f} ± {c.get('slope_last_total_error', c['slope_last_error']):.3f}"])
         rep.add(html_table(["samples", "AUC at training events per class ((limit): stopped at the iteration "
                             "limit, a lower bound)", "95 % interval (largest; test set)",
-                            "spread over training draws (largest)", "slope per decade (two largest)"], rows))
+                            "spread over (overlapping) draws of the training events, largest size; total: 68 %",
+                            "slope per decade (two largest)"], rows))
         rep.figure(fid["learning_curve.png"].path, "learning_curve", "C2ST learning curves", "60%")
         first = next(iter(fidelity["generated"].values()), None)
         if first is not None and "groups" in first:

@@ -139,6 +139,7 @@ def test_iteration_limit_is_reported_and_training_draws_widen_the_error(monkeypa
     assert 0 < free["draw_spread"] < 0.05
     half68 = (free["auc_interval68"][-1][1] - free["auc_interval68"][-1][0]) / 2
     assert free["auc_total_error"] == pytest.approx(np.hypot(half68, free["draw_spread"]))
+    assert free["slope_last_total_error"] > free["slope_last_error"]  # the draws' noise widens the slope's error
     monkeypatch.setitem(fidelity.MAX_ITER, "hgb", 3)
     capped = c2st_learning_curve(a, b, [1000, 4000], test_size=4000, seed=2, n_boot=50)
     assert capped["converged"] == [False, False] and capped["n_iter"] == [3, 3]

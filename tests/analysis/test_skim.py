@@ -281,6 +281,11 @@ def test_padding_by_index_equals_awkwards_selection_pad_and_fill(dtype, fill):
         assert np.array_equal(n_kept, ak.to_numpy(ak.num(selected)))
     with pytest.raises(ValueError, match="keep has 3 entries"):
         jagged.slot_index(counts, np.arange(5), 4, np.ones(3, bool))
+    with pytest.raises(ValueError, match="distinct"):
+        jagged.slot_index(counts, np.array([4, 4]), 4)
+    with pytest.raises(IndexError):
+        jagged.gather(np.arange(5.0), np.array([7, -1]))
+    assert np.array_equal(jagged.gather(np.zeros(0), np.full((2, 3), -1), fill=-1), np.full((2, 3), -1))
 
 
 def _random_leptons(rng, n, pdg, with_id=True):
