@@ -63,8 +63,8 @@ _SOFT_LEPTON = ("nMuons", "nElectrons", "muEF", "chEmEF")  # NanoAOD's soft-lept
 _NEUTRINOS = (12, 14, 16)
 
 
-def object_columns(events, keep: np.ndarray, lep: dict[str, np.ndarray], sel: np.ndarray, met,
-                   btag_discriminant: str) -> dict[str, np.ndarray]:
+def object_columns(events, slots: np.ndarray, n_jets: np.ndarray, jet: dict[str, np.ndarray],
+                   lep: dict[str, np.ndarray], sel: np.ndarray, met) -> dict[str, np.ndarray]:
     """Object-level inputs and truth targets of the selected events, beside the 28 features (issue 15: the
     conditional flows' inputs): the lepton (pt, eta, phi, mass, pdgId), the MET, the number of selected jets and
     the leading :data:`MAX_OBJECT_JETS` of them (pt, eta, phi, mass, b-tag score and, where NanoAOD has them,
@@ -74,19 +74,18 @@ def object_columns(events, keep: np.ndarray, lep: dict[str, np.ndarray], sel: np
     neutrinos of its decay included: the b-jet regression's target), and the neutrino of the leptonic W
     (``truth_nu_*``; zero where there is none).
 
-    ``keep``: per jet of ``events.Jet`` (flat), whether it passed the object selection; ``lep``: the selected
-    events' lepton, field -> array; their jets and truth records are padded by index (:mod:`analysis.jagged`),
-    without copying the collections."""
+    ``slots``: the positions of each selected event's leading selected jets in ``events.Jet``'s flat branches
+    (:func:`analysis.jagged.slot_index`, ``(n, MAX_OBJECT_JETS)``) and ``n_jets`` their numbers; ``jet``: the
+    flat pt, eta, phi, mass and b-tag score already read; ``lep``: the selected events' lepton, field -> array.
+    Jets and truth records are padded by index (:mod:`analysis.jagged`), without copying the collections."""
     rows = np.flatnonzero(sel)
     out = {f"obj_lepton_{k}": np.asarray(lep[k], np.float32) for k in ("pt", "eta", "phi", "mass")}
     out["obj_lepton_pdgId"] = np.asarray(lep["pdgId"], np.int32)
     out["obj_met_pt"], out["obj_met_phi"] = (np.asarray(met[k], np.float32) for k in ("pt", "phi"))
     jets = events.Jet
-    slots, n_kept = jagged.slot_index(jagged.counts(jets.pt), rows, MAX_OBJECT_JETS, keep)
-    out["obj_n_jets"] = n_kept.astype(np.int32)
-    for k in ("pt", "eta", "phi", "mass"):
-        out[f"obj_jet_{k}"] = jagged.gather(jagged.flat(jets[k]), slots)
-    out["obj_jet_btag"] = jagged.gather(jagged.flat(jets[btag_discriminant]), slots)
+    out["obj_n_jets"] = n_jets.astype(np.int32)
+    for k in ("pt", "eta", "phi", "mass", "btag"):
+        out[f"obj_jet_{k}"] = jagged.gather(jet[k], slots)
     for k in _SOFT_LEPTON:
         if _has(jets, k):
             out[f"obj_jet_{k}"] = jagged.gather(jagged.flat(jets[k]), slots,
@@ -175,9 +174,9 @@ def _lepton_table(ele, mu, ele_slots: np.ndarray, mu_slots: np.ndarray) -> dict[
     return out
 
 
-def _clean_of_leptons(jets, n_jet: np.ndarray, lep_rows: np.ndarray, leptons: dict[str, np.ndarray],
-                      min_dr: float, behavior) -> np.ndarray:
-    """Per jet of the collection (flat): Delta R > ``min_dr`` to every selected lepton of its event, for the
+def _clean_of_leptons(jet: dict[str, np.ndarray], n_jet: np.ndarray, lep_rows: np.ndarray,
+                      leptons: dict[str, np.ndarray], min_dr: float, behavior) -> np.ndarray:
+    """Per jet of the collection (``jet``: its flat pt, eta, phi, mass): Delta R > ``min_dr`` to every selected lepton of its event, for the
     events ``lep_rows`` whose leptons ``leptons`` holds (:func:`_lepton_table`); true for the jets of other
     events, which the selection drops anyway. Delta R is coffea's (the vector library's), jet against lepton,
     on the flat arrays: the same arithmetic as ``jets.metric_table(leptons)`` on the jagged ones."""
@@ -186,7 +185,7 @@ def _clean_of_leptons(jets, n_jet: np.ndarray, lep_rows: np.ndarray, leptons: di
     owner = np.repeat(slot, n_jet)
     cand = owner >= 0
     fields = ("pt", "eta", "phi", "mass")
-    j = ak.zip({f: jagged.flat(jets[f])[cand] for f in fields}, with_name="PtEtaPhiMLorentzVector",
+    j = ak.zip({f: jet[f][cand] for f in fields}, with_name="PtEtaPhiMLorentzVector",
                behavior=behavior)
     clean = np.ones(len(owner), bool)
     ok = np.ones(int(cand.sum()), bool)
@@ -251,9 +250,10 @@ class SkimProcessor(processor.ProcessorABC):
         mu_slots, _ = jagged.slot_index(n_mu, lep_rows, s.n_leptons, mu_ok)
         leptons = _lepton_table(ele, mu, ele_slots, mu_slots)
 
-        jet_ok = (jagged.flat(all_jets.pt) > s.jet_min_pt) & (np.abs(jagged.flat(all_jets.eta)) < s.jet_max_eta)
-        btag_all = jagged.flat(all_jets[s.btag_discriminant])
-        b_acc = btag_all[jet_ok]
+        jet = {k: jagged.flat(all_jets[k]) for k in ("pt", "eta", "phi", "mass")}
+        jet["btag"] = jagged.flat(all_jets[s.btag_discriminant])
+        jet_ok = (jet["pt"] > s.jet_min_pt) & (np.abs(jet["eta"]) < s.jet_max_eta)
+        b_acc = jet["btag"][jet_ok]
         btag_range = {"jets": int(len(b_acc)), "below_0": int(np.sum(b_acc < 0)), "above_1": int(np.sum(b_acc > 1)),
                       "not_finite": int(np.sum(~np.isfinite(b_acc)))}
         if _has(all_jets, "jetId"):
@@ -262,9 +262,9 @@ class SkimProcessor(processor.ProcessorABC):
             jet_ok &= jet_id
         keep = jet_ok  # per jet of the collection: passes the object selection
         if s.lepton_jet_min_dr > 0:
-            keep = keep & _clean_of_leptons(all_jets, n_jet, lep_rows, leptons, s.lepton_jet_min_dr, events.behavior)
+            keep = keep & _clean_of_leptons(jet, n_jet, lep_rows, leptons, s.lepton_jet_min_dr, events.behavior)
         n_jets = jagged.per_event(n_jet, keep)
-        n_b = jagged.per_event(n_jet, keep & (btag_all > self.btag_wp))
+        n_b = jagged.per_event(n_jet, keep & (jet["btag"] > self.btag_wp))
 
         enough_jets = one_lep & (n_jets >= s.min_jets)
         sel = enough_jets & (n_b >= s.min_btags)
@@ -273,14 +273,14 @@ class SkimProcessor(processor.ProcessorABC):
         first = np.searchsorted(lep_rows, rows)  # sel implies one_lep: every selected event is in lep_rows
         lep = {k: v[first, 0] for k, v in leptons.items()}  # the first selected lepton
         met = events[s.met_collection][sel]
-        leading, _ = jagged.slot_index(n_jet, rows, 4, keep)
+        slots, n_kept = jagged.slot_index(n_jet, rows, MAX_OBJECT_JETS, keep)  # the leading selected jets
+        leading = slots[:, :4]
         if np.any(leading < 0):  # the configuration requires min_jets >= 4; never read a padding slot
             raise ValueError("a selected event has fewer than four selected jets (skim.min_jets < 4?)")
-        j = {k: jagged.flat(all_jets[k])[leading] for k in ("pt", "eta", "phi", "mass")}
         feats = compute_features(
             {k: lep[k] for k in ("pt", "eta", "phi", "mass")},
             {"pt": np.asarray(met.pt), "phi": np.asarray(met.phi)},
-            j | {"btag": btag_all[leading]},
+            {k: v[leading] for k, v in jet.items()},
             self.feature_wps,
         )
         finite = np.all([np.isfinite(feats[k]) for k in FEATURES], axis=0) if len(leading) else np.zeros(0, bool)
@@ -298,7 +298,7 @@ class SkimProcessor(processor.ProcessorABC):
         columns["generated"] = np.zeros(int(finite.sum()), dtype=np.int32)
         columns["weight"] = w_sel[finite]
         columns["event"] = np.asarray(events.event[sel], dtype=np.int64)[finite]
-        for k, v in object_columns(events, keep, lep, sel, met, s.btag_discriminant).items():
+        for k, v in object_columns(events, slots, n_kept, jet, lep, sel, met).items():
             columns[k] = v[finite]
         checks = {"nonfinite": nonfinite, "btag_range": btag_range, "ids": ids}
         return {"cutflow": cutflow, "checks": checks,

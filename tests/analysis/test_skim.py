@@ -333,7 +333,8 @@ def test_flat_lepton_selection_and_cleaning_equal_awkwards(n_leptons):
                    "phi": rng.uniform(-np.pi, np.pi, total).astype(np.float32),
                    "mass": rng.uniform(0, 20, total).astype(np.float32)})
     jets = ak.unflatten(jets, counts)
-    clean = _clean_of_leptons(jets, counts, rows, table, 1.0, cvector.behavior)
+    clean = _clean_of_leptons({f: jagged.flat(jets[f]) for f in ("pt", "eta", "phi", "mass")}, counts, rows,
+                              table, 1.0, cvector.behavior)
     as_vectors = {"with_name": "PtEtaPhiMLorentzVector", "behavior": cvector.behavior}
     j = ak.zip({f: jets[f] for f in ("pt", "eta", "phi", "mass")}, **as_vectors)[rows]
     leptons = ak.zip({f: reference[f] for f in ("pt", "eta", "phi", "mass")}, **as_vectors)
