@@ -454,6 +454,9 @@ class FlowConfig:
                     _check(isinstance(v, (list, tuple)) and len(v) > 0 and all(
                         isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in v),
                         f"{path}.hyperparameters.{m}.{k}: expected a list of positive integers, got {v!r}")
+                elif isinstance(FLOW_MODELS[m][k], float):  # e.g. the ODE tolerances of cfm
+                    _check(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1,
+                           f"{path}.hyperparameters.{m}.{k}: expected a number between 0 and 1, got {v!r}")
                 else:
                     _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                            f"{path}.hyperparameters.{m}.{k}: expected a positive integer, got {v!r}")

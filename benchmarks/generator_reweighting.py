@@ -25,15 +25,12 @@ import time
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from analysis import limits as L
 from analysis.config import load_config
 from analysis.fidelity import fidelity_matrix
 from analysis.features import FEATURES
 from analysis.io import write_json
 from analysis.ntuple import read_ntuples
-from analysis.partition import split_rows
-from analysis.statistics import build_workspace, expected_limits, fit_signal_strength
-from analysis.templates import make_template
+from benchmarks.stored_templates import StoredAnalysis, summary_line
 from benchmarks.unfolding import stored, stored_run_parser
 
 REWEIGHTERS = {"rw_fast": (0.1, 31, 200), "rw_smooth": (0.05, 15, 400)}
@@ -47,18 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     lc, seed, n_rw = cfg.limits, cfg.seed, args.reweighter_events
-    scan = stored(args.store, "LimitScan", cfg.name, args.version)
-    results = json.loads((scan / "limits.json").read_text())
-    edges = np.asarray(results["edges"])
-    z = np.load(stored(args.store, "ScoreEvents", cfg.name, args.version, lc.classifier, "scores.npz"),
-                allow_pickle=False)
+    analysis = StoredAnalysis(args.store, cfg, args.version)
+    results, edges = analysis.results, analysis.edges
     flow_seed = cfg.flows.analysis_seeds[0]
-    scores = z[f"generated_{flow_seed}"]
-    signal = make_template(z["signal_score"], z["signal_weight"], edges)
-    ts, tw = z["truth_score"], z["truth_weight"]
-    _, test_rows = split_rows(len(ts), cfg.truth.calibration_fraction, seed)
-    truth = L._truth_template(ts, tw, test_rows, edges)
-    boots = L._truth_bootstraps(ts, tw, test_rows, edges, lc.spurious_bootstraps, seed)
+    scores = analysis.scores[f"generated_{flow_seed}"]
     # the expected background the generated sample carries (the stored template holds the events above the cut)
     stored_total = float(np.sum(results["templates"]["generated"][str(flow_seed)]["yields"]))
     inside = np.sum((scores >= edges[0]) & (scores <= edges[-1]))
@@ -76,20 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{sample}: {len(generated)} generated events against {len(scores)} scores")
 
     def judge(weights: np.ndarray, start: int) -> dict:
-        w = weights * expected / weights.sum()
-        t = make_template(scores[start:], w, edges)
-        chi = L._chi2(t, truth)
-        row = {"events": int(len(w)), "chi2": chi["chi2"], "ndf": chi["ndf"],
-               "ratio_top5": [float(r) for r in chi["ratio"][-5:]],
-               "effective_events": float(w.sum() ** 2 / np.sum(w ** 2)), "per_systematic": {}}
-        for syst in lc.background_systematics:
-            ws = build_workspace(signal.yields, t.yields, t.stat, syst, lc.lumi_uncertainty)
-            observed = {**ws, "observations": [{"name": "SR", "data": truth.yields.tolist()}]}
-            fit = fit_signal_strength(observed)
-            sigma = float(np.hypot(fit.error, L._truth_spread(observed, boots)))
-            row["per_systematic"][f"{syst:g}"] = {"mu_hat": fit.mu_hat, "sigma": sigma, "z": fit.mu_hat / sigma,
-                                                  "expected_limit": expected_limits(ws)["0"]}
-        return row
+        return analysis.judge(scores[start:], weights, expected)
 
     out = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "config": cfg.name,
            "store": str(args.store), "reweighter_events": n_rw, "simulated_events": int(len(simulated)),
@@ -113,10 +89,7 @@ def main(argv: list[str] | None = None) -> None:
                     "seconds": time.perf_counter() - t0})
         out["variants"][name] = row
     for name, row in out["variants"].items():
-        first = next(iter(row["per_systematic"].values()))
-        print(f"{name}: chi2 {row['chi2']:.1f}/{row['ndf']}, top-5 ratio "
-              f"{' '.join(f'{r:.3f}' for r in row['ratio_top5'])}, spurious {first['z']:+.2f} sigma, expected limit "
-              f"{first['expected_limit']:.4f}, effective events {row['effective_events']:,.0f}")
+        print(summary_line(name, row))
     write_json(args.out, out)
 
 

@@ -113,6 +113,12 @@ def _nll_objective(model, x: torch.Tensor, c) -> torch.Tensor:
     return -_given(model, c).log_prob(x)
 
 
+def _model_objective(model, x: torch.Tensor, c) -> torch.Tensor:
+    if c is None:
+        return model.objective(x)
+    return model.objective(x, *c) if isinstance(c, tuple) else model.objective(x, c)
+
+
 def objective_values(model, x: torch.Tensor, objective: Callable, context=None,
                      batch_size: int = 65536) -> np.ndarray:
     """Per-event values of ``objective(model, x, context)`` over ``x`` in batches, without gradients."""
@@ -147,8 +153,12 @@ def train_model(
     generated events improves from 0.75 to 0.66); stopping on the mean picks a crude early model.
 
     ``objective(model, x, context) -> per-event loss`` replaces the negative log-likelihood (a regression's
-    loss); the records' ``*_nll`` fields then hold that loss.
+    loss); the records' ``*_nll`` fields then hold that loss, and early stopping follows its validation mean. A
+    model with an ``objective(x, *context)`` method (:class:`models.flow_matching.FlowMatching`) is trained on
+    that objective when none is passed.
     """
+    if objective is None and callable(getattr(model, "objective", None)):
+        objective = _model_objective  # e.g. flow matching: the model defines how it is trained
     loss_of = objective or _nll_objective
     if len(x_train) == 0:
         raise ValueError("the training partition is empty: no events to train on")

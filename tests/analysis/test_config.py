@@ -45,6 +45,10 @@ def test_shipped_configs_load():
     (lambda d: d.update(regression={"model": "glow"}), "regression.model: unknown flow model"),
     (lambda d: d.update(regression={"train_factor": -1}), "regression.train_factor: must be >= 0"),
     (lambda d: d.update(regression={"hyperparameters": {"bins": 8}}), "regression.hyperparameters.bins"),
+    (lambda d: d.update(flows={"hyperparameters": {"cfm": {"atol": 2}}}),
+     "flows.hyperparameters.cfm.atol: expected a number between 0 and 1"),
+    (lambda d: d.update(flows={"hyperparameters": {"cfm": {"freqs": 0.5}}}),
+     "flows.hyperparameters.cfm.freqs: expected a positive integer"),
     (lambda d: d["samples"]["background"].update(source="higgs_csv", path="x.csv") or d.update(
         feature_units="normalised", regression={"applications": ["bjet"]}), "need the truth record"),
     (lambda d: d["samples"].update(background_regression=d["samples"]["background"]), "are reserved"),
