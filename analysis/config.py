@@ -429,8 +429,15 @@ class FlowConfig:
     # m_bb, m_wbb and m_wwbb from the generated objects, so that they are exactly consistent with them
     derive_masses: bool = False
     training: FlowTrainingConfig = FlowTrainingConfig()
+    # per model, settings of ``training`` that differ for it (e.g. ``cfm: {epochs: 600}``: flow matching regresses
+    # a velocity field on one random time per event and needs many more steps than maximum likelihood)
+    model_training: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     generation: FlowGenerationConfig = FlowGenerationConfig()
     replicas: FlowReplicaConfig = FlowReplicaConfig()
+
+    def training_for(self, model: str) -> FlowTrainingConfig:
+        """The training settings of zoo model ``model``: ``training`` with its ``model_training`` entries."""
+        return dataclasses.replace(self.training, **dict(self.model_training.get(model) or {}))
 
     def validate(self, path: str) -> None:
         known = ", ".join(FLOW_MODELS)
@@ -461,6 +468,17 @@ class FlowConfig:
                     _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
                            f"{path}.hyperparameters.{m}.{k}: expected a positive integer, got {v!r}")
         self.training.validate(f"{path}.training")
+        settings = {f.name: f.type for f in dataclasses.fields(FlowTrainingConfig)}
+        for m, over in self.model_training.items():
+            _check(m in FLOW_MODELS, f"{path}.model_training.{m}: unknown flow model; the zoo has: {known}")
+            _check(isinstance(over, Mapping), f"{path}.model_training.{m}: expected a mapping of training settings")
+            for k, v in over.items():
+                _check(k in settings and k != "max_train_events", f"{path}.model_training.{m}.{k}: unknown training "
+                       f"setting; known: {', '.join(n for n in settings if n != 'max_train_events')}")
+                numeric = (int,) if settings[k] in (int, "int") else (int, float)
+                _check(isinstance(v, numeric) and not isinstance(v, bool),
+                       f"{path}.model_training.{m}.{k}: expected a number, got {v!r}")
+            self.training_for(m).validate(f"{path}.model_training.{m}")
         self.generation.validate(f"{path}.generation")
         self.replicas.validate(f"{path}.replicas")
         clash = set(self.replicas.seeds) & (set(self.seeds) | set(self.analysis_seeds))

@@ -35,11 +35,13 @@ p.add_argument("--epochs", type=int, default=0)
 p.add_argument("--batch", type=int, default=0)
 p.add_argument("--lr", type=float, default=0)
 p.add_argument("--patience", type=int, default=0)
+p.add_argument("--seed", type=int, default=1)
 p.add_argument("--threads", type=int, default=1)
 p.add_argument("--ordered", action="store_true")
 p.add_argument("--derive-masses", action="store_true")
 p.add_argument("--tag", default="")
 p.add_argument("--nll-events", type=int, default=0, help="test NLL on this many events (0: 20k)")
+p.add_argument("--save-model", default="", help="also write the trained generator file here")
 p.add_argument("--save-generated", default="", help="also write 500k generated events as a flat ntuple here")
 a = p.parse_args()
 
@@ -80,13 +82,16 @@ if a.lr:
     options["learning_rate"] = a.lr
 if a.patience:
     options["patience"] = a.patience
-settings = TrainSettings(**options, seed=1, threads=a.threads)
+settings = TrainSettings(**options, seed=a.seed, threads=a.threads)
 ordered = ordered_columns(cols["train"], ["jet1_pt", "jet2_pt", "jet3_pt", "jet4_pt"]) if a.ordered else []
 t0 = time.time()
 fit = fit_generator(name, hyper, data, columns, settings, derived, lambda r: print(
     f"epoch {r.epoch} train {r.train_nll:.3f} val {r.val_median_nll:.3f} {r.events_per_s:.0f} ev/s", flush=True),
     None, wps, ordered=ordered, nll_events=a.nll_events)
 train_s = time.time() - t0
+if a.save_model:
+    from models.io import save_generator
+    save_generator(a.save_model, name, hyper, fit.model.state_dict(), fit.preprocessor, {"variant": vars(a)})
 z = np.concatenate(list(sample_batches(fit.model, 500_000 if a.save_generated else 300_000, 50_000, 12345)))
 x = fit.preprocessor.inverse(z)
 gen = {k: v.astype(np.float32) for k, v in zip(columns, x.T)}

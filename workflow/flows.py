@@ -308,7 +308,7 @@ class TrainFlow(FeatureSetMixin, FlowTask, AnalysisWorkflow):
                                                   derive_masses=cfg.flows.derive_masses,
                                                   derive_lv=not self.regressed)
         data = {p: np.stack([np.asarray(c[f], np.float64) for f in columns], axis=1) for p, c in cols.items()}
-        t = cfg.flows.training
+        t = cfg.flows.training_for(name)
         if t.max_train_events:
             data["train"] = data["train"][:t.max_train_events]
         if self.branch_data["bootstrap"]:

@@ -49,6 +49,12 @@ def test_shipped_configs_load():
      "flows.hyperparameters.cfm.atol: expected a number between 0 and 1"),
     (lambda d: d.update(flows={"hyperparameters": {"cfm": {"freqs": 0.5}}}),
      "flows.hyperparameters.cfm.freqs: expected a positive integer"),
+    (lambda d: d.update(flows={"model_training": {"glow": {"epochs": 5}}}), "flows.model_training.glow: unknown"),
+    (lambda d: d.update(flows={"model_training": {"cfm": {"epoch": 5}}}),
+     "flows.model_training.cfm.epoch: unknown training setting"),
+    (lambda d: d.update(flows={"model_training": {"cfm": {"epochs": 0}}}), "flows.model_training.cfm.epochs: must be"),
+    (lambda d: d.update(flows={"model_training": {"cfm": {"epochs": "many"}}}),
+     "flows.model_training.cfm.epochs: expected a number"),
     (lambda d: d["samples"]["background"].update(source="higgs_csv", path="x.csv") or d.update(
         feature_units="normalised", regression={"applications": ["bjet"]}), "need the truth record"),
     (lambda d: d["samples"].update(background_regression=d["samples"]["background"]), "are reserved"),
@@ -98,3 +104,14 @@ def test_yaml_roundtrip_and_override(tmp_path):
     # configurations are immutable
     with pytest.raises(Exception):
         cfg.seed = 3
+
+
+def test_per_model_training_settings_override_only_their_model():
+    d = copy.deepcopy(tiny_config_dict())
+    d["flows"] = {"models": ["made_mog", "cfm"], "training": {"epochs": 7, "patience": 3},
+                  "model_training": {"cfm": {"epochs": 600, "patience": 600, "learning_rate": 0.002}}}
+    flows = config_from_dict(d, "tiny").flows
+    assert (flows.training_for("made_mog").epochs, flows.training_for("made_mog").patience) == (7, 3)
+    cfm = flows.training_for("cfm")
+    assert (cfm.epochs, cfm.patience, cfm.learning_rate, cfm.batch_size) == (600, 600, 0.002,
+                                                                             flows.training.batch_size)
