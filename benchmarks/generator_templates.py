@@ -6,20 +6,22 @@ Any generated background sample judged by the stored analysis (issue 13's signal
 run's classifier, and its template (the first ``--events`` events, weights normalised to the expected background)
 is measured against the truth test template as every template is (``benchmarks.stored_templates``): chi2 for the
 analysis binning, the five most signal-like bins' ratio, the spurious signal without generator uncertainty and
-the expected limit. The stored default flow's sample (the first analysis seed) is judged beside them with the same
+the expected limit; and a figure of generated / truth per bin (OUT_JSON with .png and .pdf). The stored default
+flow's sample (the first analysis seed) is judged beside them with the same
 number of events, so that the rows differ only in the generator.
 """
 
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 import numpy as np
 
 from analysis.config import load_config
 from analysis.io import write_json
 from analysis.ntuple import read_ntuples
-from benchmarks.stored_templates import StoredAnalysis, summary_line
+from benchmarks.stored_templates import StoredAnalysis, plot_ratios, summary_line
 from benchmarks.unfolding import stored_run_parser
 
 
@@ -49,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
         out["rows"][tag] = row
         print(summary_line(tag, row), flush=True)
     write_json(args.out, out)
+    figure = Path(args.out).with_suffix(".png")
+    plot_ratios(out["rows"], analysis.edges, analysis.truth.stat / analysis.truth.yields, figure,
+                title=f"{cfg.name}: generated templates against the truth test template ({n:,} events each)")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ class StoredAnalysis:
         t = make_template(scores, w, self.edges)
         chi = L._chi2(t, self.truth)
         row = {"events": int(len(w)), "chi2": chi["chi2"], "ndf": chi["ndf"],
-               "ratio_top5": [float(r) for r in chi["ratio"][-5:]],
+               "ratio_top5": [float(r) for r in chi["ratio"][-5:]], "ratio": [float(r) for r in chi["ratio"]],
+               "pulls": [float(p) for p in chi["pulls"]],
                "effective_events": float(w.sum() ** 2 / np.sum(w ** 2)), "per_systematic": {}}
         lc = self.cfg.limits
         for syst in lc.background_systematics:
@@ -74,6 +75,34 @@ class StoredAnalysis:
             row["per_systematic"][f"{syst:g}"] = {"mu_hat": fit.mu_hat, "sigma": sigma, "z": fit.mu_hat / sigma,
                                                   "expected_limit": expected_limits(ws)["0"]}
         return row
+
+
+def plot_ratios(rows: dict[str, dict], edges: np.ndarray, truth_relative: np.ndarray, path: str | Path,
+                title: str = "") -> None:
+    """Generated / truth per bin of the analysis binning for each judged template, with the truth test template's
+    relative statistical error as a band (PNG and PDF)."""
+    import matplotlib.pyplot as plt
+    import mplhep as hep
+
+    from analysis.plotting import save_figure
+
+    plt.style.use(hep.style.ROOT)
+    fig, ax = plt.subplots(figsize=(9, 6))
+    ax.stairs(1 + truth_relative, edges, baseline=1 - truth_relative, fill=True, color="0.85",
+              label="truth test template (stat.)")
+    ax.axhline(1.0, color="k", lw=1)
+    for tag, row in rows.items():
+        z = next(iter(row["per_systematic"].values()))["z"]
+        ax.stairs(np.asarray(row["ratio"]), edges, lw=2, label=f"{tag}: chi2 {row['chi2']:.0f}/{row['ndf']}, "
+                                                                 f"spurious {z:+.1f} sigma")
+    ax.set_xlabel("classifier score (analysis binning)")
+    ax.set_ylabel("generated / truth")
+    ax.set_ylim(0.75, 1.2)
+    ax.legend(fontsize=11, loc="lower left")
+    if title:
+        ax.set_title(title, fontsize=13)
+    save_figure(fig, path)
+    plt.close(fig)
 
 
 def summary_line(name: str, row: dict) -> str:
