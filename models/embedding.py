@@ -102,6 +102,12 @@ class ConditionalDensity(nn.Module):
     def __init__(self, flow: nn.Module, embedding: nn.Module):
         super().__init__()
         self.flow, self.embedding = flow, embedding
+        if callable(getattr(flow, "objective", None)):  # a flow trained on its own objective (flow matching)
+            self.objective = self._flow_objective
+
+    def _flow_objective(self, x: Tensor, *context: Tensor) -> Tensor:
+        """The flow's training objective given the embedded context (trains the embedding with it)."""
+        return self.flow.objective(x, self.embedding(*context))
 
     def forward(self, *context: Tensor) -> Distribution:
         return self.flow(self.embedding(*context))
