@@ -475,7 +475,7 @@ class FlowConfig:
             for k, v in over.items():
                 _check(k in settings and k != "max_train_events", f"{path}.model_training.{m}.{k}: unknown training "
                        f"setting; known: {', '.join(n for n in settings if n != 'max_train_events')}")
-                numeric = (int,) if settings[k] in (int, "int") else (int, float)
+                numeric = (int,) if settings[k] == "int" else (int, float)  # annotations are strings here
                 _check(isinstance(v, numeric) and not isinstance(v, bool),
                        f"{path}.model_training.{m}.{k}: expected a number, got {v!r}")
             self.training_for(m).validate(f"{path}.model_training.{m}")

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from .training import has_own_objective
+
 
 def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.SiLU) -> nn.Sequential:
     """Linear layers of ``sizes`` with ``activation`` between them (none after the last)."""
@@ -102,7 +104,7 @@ class ConditionalDensity(nn.Module):
     def __init__(self, flow: nn.Module, embedding: nn.Module):
         super().__init__()
         self.flow, self.embedding = flow, embedding
-        if callable(getattr(flow, "objective", None)):  # a flow trained on its own objective (flow matching)
+        if has_own_objective(flow):  # a flow trained on its own objective (flow matching)
             self.objective = self._flow_objective
 
     def _flow_objective(self, x: Tensor, *context: Tensor) -> Tensor:

@@ -20,13 +20,14 @@ from analysis.ntuple import OPTIONAL_COLUMNS, ntuple_writer
 
 from .baselines import gaussian_nll
 from .flows import count_parameters
-from .registry import build
+from .registry import TEST_NLL_EVENTS, build
 from .io import save_generator
 from .preprocessing import Preprocessor
 from .training import (
     EpochRecord,
     TrainResult,
     TrainSettings,
+    has_own_objective,
     nll_values,
     sample_batches,
     train_model,
@@ -83,15 +84,16 @@ def fit_generator(
     checkpoint_path: str | None = None,
     btag_working_points: list[float] = (),
     ordered: list[str] = (),
-    nll_events: int = 0,
+    nll_events: int | None = None,
 ) -> GeneratorFit:
     """Preprocess (fitted on ``partitions["train"]``), train zoo model ``name`` with early stopping on
     ``partitions["validation"]``, and assess it on ``partitions["reference"]``. ``derived`` features (and the
     ``btag_working_points`` that b-tag levels derived from scores need, and the ``ordered`` features, modelled as
     ratios so that they stay in decreasing order) go to the :class:`Preprocessor`. With
     ``checkpoint_path``, every new best state is written there (the last good checkpoint survives a failed
-    training). ``nll_events`` > 0 computes the test NLL on that many reference events only (a model whose
-    density integrates an ODE, :mod:`models.flow_matching`, costs seconds per thousand events)."""
+    training). ``nll_events`` > 0 computes the test NLL on that many reference events only (0: all; None: the
+    registry's :data:`~models.registry.TEST_NLL_EVENTS` for the model, which caps the models whose density
+    integrates an ODE, :mod:`models.flow_matching`, at seconds per thousand events)."""
     if len(partitions["train"]) < 2:
         raise ValueError(f"flow {name!r}: the training partition holds {len(partitions['train'])} events; at "
                          "least 2 are needed")
@@ -109,6 +111,8 @@ def fit_generator(
     result = train_model(model, z["train"], z["validation"], settings, on_epoch,
                          checkpoint if checkpoint_path else None)
     model.to("cpu")
+    if nll_events is None:
+        nll_events = TEST_NLL_EVENTS.get(name, 0)
     ref = torch.as_tensor(z["reference"][:nll_events or None], dtype=torch.float32)
     values = nll_values(model, ref)
     test_nll, test_median = float(values.mean()), float(np.median(values))
@@ -136,7 +140,7 @@ def fit_generator(
 
 def _stopping(model: torch.nn.Module) -> str:
     """What ``nll.validation_median`` of a generator's metrics holds (the quantity early stopping followed)."""
-    if callable(getattr(model, "objective", None)):
+    if has_own_objective(model):
         return "mean validation flow-matching loss (fixed noise)"
     return "median validation negative log-likelihood"
 

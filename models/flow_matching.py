@@ -47,8 +47,6 @@ class FlowMatching(zuko.lazy.LazyDistribution):
         super().__init__()
         self.flow = zuko.flows.CNF(features, context, freqs=freqs, atol=atol, rtol=rtol, exact=True,
                                    hidden_features=tuple(hidden_features), activation=nn.SiLU)
-        self.features = features
-        self.context = context
         self.validation_seed = validation_seed
 
     @property

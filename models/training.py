@@ -113,6 +113,12 @@ def _nll_objective(model, x: torch.Tensor, c) -> torch.Tensor:
     return -_given(model, c).log_prob(x)
 
 
+def has_own_objective(model) -> bool:
+    """Whether ``model`` defines how it is trained (an ``objective(x, *context)`` method, e.g. flow matching)
+    instead of by maximum likelihood."""
+    return callable(getattr(model, "objective", None))
+
+
 def _model_objective(model, x: torch.Tensor, c) -> torch.Tensor:
     if c is None:
         return model.objective(x)
@@ -157,7 +163,7 @@ def train_model(
     model with an ``objective(x, *context)`` method (:class:`models.flow_matching.FlowMatching`) is trained on
     that objective when none is passed.
     """
-    if objective is None and callable(getattr(model, "objective", None)):
+    if objective is None and has_own_objective(model):
         objective = _model_objective  # e.g. flow matching: the model defines how it is trained
     loss_of = objective or _nll_objective
     if len(x_train) == 0:

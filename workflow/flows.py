@@ -20,7 +20,7 @@ from analysis.partition import bootstrap_rows, split_sample
 from analysis.plotting import plot_features, plot_training_history
 from analysis.regression_plots import plot_regressed_masses
 from models.fit import fit_generator, generator_columns, ordered_columns, write_generated
-from models.registry import TEST_NLL_EVENTS, hyperparameters
+from models.registry import hyperparameters
 from models.io import load_generator, save_generator
 from models.training import NonFiniteLossError, TrainSettings
 from workflow.base import AnalysisTask, AnalysisWorkflow, FeatureSetMixin, SampleSetMixin
@@ -329,7 +329,7 @@ class TrainFlow(FeatureSetMixin, FlowTask, AnalysisWorkflow):
         try:
             ordered = ordered_columns(cols["train"], JET_PTS) if cfg.flows.ordered_jets else []
             fit = fit_generator(name, hyper, data, columns, settings, derived, on_epoch, ckpt.path, wps,
-                                ordered=ordered, nll_events=TEST_NLL_EVENTS.get(name, 0))
+                                ordered=ordered)
         except ValueError as e:
             raise InputError(f"flow ({name}, seed {seed}): {e}") from None
         except NonFiniteLossError as e:

@@ -31,6 +31,12 @@ def _num(v, spec: str = ".4g") -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
+def _slope_error(c: dict) -> float:
+    """Error of a C2ST learning curve's last slope: with the training-draw spread where the stored result has it
+    (results from before the draws hold the bootstrap error only)."""
+    return c.get("slope_last_total_error", c["slope_last_error"])
+
+
 def _pct(v: float) -> str:
     return f"{100 * v:+.1f} %"
 
@@ -181,10 +187,8 @@ class RunAnalysis(AnalysisTask):
                 + f") against {mc['auc'][-1]:.3f} for simulated against simulated"
                 + ("" if c.get("converged", [True])[-1] else
                    f"; <b>the classifier stopped at its limit of {c['max_iter']} rounds: a lower bound</b>")
-                + f"; slope over the two largest sizes {c['slope_last']:+.3f} ± "
-                f"{c.get('slope_last_total_error', c['slope_last_error']):.3f} per decade"
-                + (" (still rising: the true AUC is higher)"
-                   if c["slope_last"] > 2 * c.get("slope_last_total_error", c["slope_last_error"]) else "")
+                + f"; slope over the two largest sizes {c['slope_last']:+.3f} ± {_slope_error(c):.3f} per decade"
+                + (" (still rising: the true AUC is higher)" if c["slope_last"] > 2 * _slope_error(c) else "")
                 + ". Physical validity failing against simulation: "
                 + (", ".join(f"{k} ({v['generated']:.3f} vs {v['simulated']:.3f})" for k, v in
                              first["validity"].items() if not v["consistent"]) or "none") + ".")
@@ -235,7 +239,7 @@ class RunAnalysis(AnalysisTask):
                          f"{c['auc_interval95'][-1][0]:.3f}-{c['auc_interval95'][-1][1]:.3f}",
                          "-" if c.get("draw_spread") is None else
                          f"{c['draw_spread']:.3f} ({len(c['draw_aucs'])} draws); total ± {c['auc_total_error']:.3f}",
-                         f"{c['slope_last']:+.3f} ± {c.get('slope_last_total_error', c['slope_last_error']):.3f}"])
+                         f"{c['slope_last']:+.3f} ± {_slope_error(c):.3f}"])
         rep.add(html_table(["samples", "AUC at training events per class ((limit): stopped at the iteration "
                             "limit, a lower bound)", "95 % interval (largest; test set)",
                             "spread over (overlapping) draws of the training events, largest size; total: 68 %",
